@@ -1,0 +1,41 @@
+# `make run`  : set up .venv and run CoEvol on the embedded model over examples/coevol_seeds.jsonl, export SFT + DPO.
+# `make test` : set up .venv and run every test (slow ones included), as CI does.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+RUN_DIR ?= runs/coevol-demo
+EXPORT_DIR ?= out/coevol-demo
+
+.PHONY: venv run test lint bench clean
+
+# Creates the venv when missing and refreshes it every time. torch goes first and exactly: any range
+# would let pip pull a multi-GB CUDA build. xgrammar goes with --no-deps: its triton dependency is
+# ~1 GB and unused on CPU (GPU users: `pip install triton`, see README).
+venv:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi
+	$(PIP) install -q -e '.[train,dev]'
+
+run: venv
+	$(BIN)/synth run coevol --input examples/coevol_seeds.jsonl --out $(RUN_DIR) --model local:gemma-3-270m --concurrency 3 --force
+	$(BIN)/synth export $(RUN_DIR) --format sft --out $(EXPORT_DIR)/sft
+	$(BIN)/synth export $(RUN_DIR) --format dpo --out $(EXPORT_DIR)/dpo
+	$(BIN)/synth status $(RUN_DIR)
+
+# pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
+test: venv
+	$(BIN)/ruff check synth roles graphs train tests bench
+	@$(BIN)/python -m pytest -q -rs; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+lint:
+	$(BIN)/ruff check synth roles graphs train tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) runs out build *.egg-info

@@ -1,0 +1,283 @@
+"""CoEvol (Li et al., EMNLP 2024): debate -> advise -> edit -> judge in both orders, up to N rounds.
+
+Each round: the positive and the critical debater run a two-round debate as an AutoGen team (4
+messages), the advisor turns it into at most 3 suggestions, the editor revises, and the judge compares
+previous vs revised in both orders. Scores are merged by position and averaged; the revision is
+accepted only when it scores strictly higher (ties reject). A judge that fails to parse in both orders,
+a rejected revision, or ``max_rounds`` stops the loop; the previous response is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from autogen_agentchat.messages import StructuredMessage
+from autogen_agentchat.teams import RoundRobinGroupChat
+from autogen_core.models import SystemMessage, UserMessage
+from langgraph.graph import END, START, StateGraph
+from pydantic import BaseModel, ConfigDict, Field
+
+from graphs.coevol_exports import EXPORTS
+from roles.coevol import (
+    ADVISOR,
+    CRITICAL_DEBATER,
+    EDITOR,
+    JUDGE,
+    POSITIVE_DEBATER,
+    RESPONDER,
+    ROLES,
+    VERDICTS,
+)
+from synth.graph import BaseState, ModelSet, SynthGraph, failed, unless_stopped
+from synth.models.base import ScoreRequest, SupportsLogprobs
+from synth.recording import CallRecorder
+from synth.role import Role
+from synth.trajectory import Step, Usage
+
+
+class CoEvolSeed(BaseModel):
+    """A seed row: Alpaca-style. Rows without ``output`` first get one from the responder."""
+
+    model_config = ConfigDict(extra="allow")
+    instruction: str = Field(min_length=1)
+    input: str = ""
+    output: str | None = None
+
+
+class CoEvolState(BaseState, total=False):
+    original: str
+    response: str
+    candidate: str
+    debate: list[dict[str, Any]]
+    suggestions: list[str]
+    round: int
+    accepted_rounds: int
+    rounds: list[dict[str, Any]]
+    stop_reason: str
+    error: str
+
+
+def build(models: ModelSet, *, max_rounds: int = 3, judge_mode: str = "auto") -> Any:
+    """The compiled CoEvol graph for these models."""
+    if max_rounds < 1:
+        raise ValueError("coevol option max_rounds must be >= 1")
+    judge_client = models.for_role(JUDGE.name)
+    use_logprobs = _judge_uses_logprobs(judge_mode, judge_client, models.spec_for(JUDGE.name))
+
+    async def respond(state: CoEvolState) -> dict[str, Any]:
+        seed = state["seed"]
+        if seed.get("output"):
+            return {"original": seed["output"], "response": seed["output"], "round": 1, "accepted_rounds": 0}
+        step = await RESPONDER.run(models.for_role(RESPONDER.name), **_task(seed))
+        if not step.ok:
+            return failed(step)
+        text = step.output["response"]  # type: ignore[index]
+        return {"steps": [step.as_state()], "original": text, "response": text, "round": 1,
+                "accepted_rounds": 0}
+
+    async def debate(state: CoEvolState) -> dict[str, Any]:
+        steps, turns, error_step = await _run_debate(models, state)
+        if error_step is not None:
+            return {**failed(error_step, fatal=state["round"] == 1), "steps": [*steps, error_step.as_state()]}
+        return {"steps": steps, "debate": turns}
+
+    async def advise(state: CoEvolState) -> dict[str, Any]:
+        step = await ADVISOR.run(models.for_role(ADVISOR.name), node="advise", **_task(state["seed"]),
+                                 response=state["response"], debate=state["debate"])
+        if not step.ok:
+            return failed(step, fatal=state["round"] == 1)
+        return {"steps": [step.as_state()], "suggestions": step.output["suggestions"]}  # type: ignore[index]
+
+    async def edit(state: CoEvolState) -> dict[str, Any]:
+        step = await EDITOR.run(models.for_role(EDITOR.name), node="edit", **_task(state["seed"]),
+                                response=state["response"], suggestions=state["suggestions"])
+        if not step.ok:
+            return failed(step, fatal=state["round"] == 1)
+        return {"steps": [step.as_state()], "candidate": step.output["response"]}  # type: ignore[index]
+
+    async def judge(state: CoEvolState) -> dict[str, Any]:
+        previous, new = state["response"], state["candidate"]
+        task = _task(state["seed"])
+        orders = [(previous, new), (new, previous)]
+        if use_logprobs:
+            steps = list(await asyncio.gather(*(_logprob_verdict(judge_client, task, a, b) for a, b in orders)))
+        else:
+            steps = list(await asyncio.gather(*(
+                JUDGE.run(judge_client, node="judge", response_1=a, response_2=b, **task) for a, b in orders
+            )))
+        scores = merge_judge_scores([s.output["verdict"] if s.ok and s.output else None for s in steps])
+        record = {"round": state["round"], "suggestions": state["suggestions"], "candidate": new,
+                  "previous": previous, "scores": scores}
+        update: dict[str, Any] = {"steps": [s.as_state() for s in steps]}
+        if scores["judge_error"]:
+            update["stop_reason"] = "judge failed to parse in both orders"
+        elif scores["new"] > scores["previous"]:
+            update.update(response=new, accepted_rounds=state["accepted_rounds"] + 1, round=state["round"] + 1)
+            if state["round"] >= max_rounds:
+                update["stop_reason"] = f"max_rounds ({max_rounds}) reached"
+        else:
+            update["stop_reason"] = "revision not better (ties reject)"
+        record["accepted"] = "response" in update
+        update["rounds"] = [*state.get("rounds", []), record]
+        return update
+
+    graph = StateGraph(CoEvolState)
+    for name, node in [("respond", respond), ("debate", debate), ("advise", advise), ("edit", edit),
+                       ("judge", judge)]:
+        graph.add_node(name, node)
+    graph.add_edge(START, "respond")
+    graph.add_conditional_edges("respond", unless_stopped("debate", END), ["debate", END])
+    graph.add_conditional_edges("debate", unless_stopped("advise", END), ["advise", END])
+    graph.add_conditional_edges("advise", unless_stopped("edit", END), ["edit", END])
+    graph.add_conditional_edges("edit", unless_stopped("judge", END), ["judge", END])
+    graph.add_conditional_edges("judge", unless_stopped("debate", END), ["debate", END])
+    return graph.compile()
+
+
+def merge_judge_scores(verdicts: list[str | None]) -> dict[str, Any]:
+    """CoEvol's scoring of the two judge runs: run 0 saw (previous, new), run 1 saw (new, previous).
+
+    A winner scores [1, 0] / [0, 1], ``equal`` [1, 1]; scores are mapped back to (previous, new) by
+    position and averaged over the runs that parsed. Both unparsed -> ``judge_error``.
+    """
+    per_run: list[tuple[float, float] | None] = []
+    for index, verdict in enumerate(verdicts):
+        if verdict not in VERDICTS:
+            per_run.append(None)
+            continue
+        first, second = {"assistant 1": (1.0, 0.0), "assistant 2": (0.0, 1.0), "equal": (1.0, 1.0)}[verdict]
+        per_run.append((first, second) if index == 0 else (second, first))
+    parsed = [s for s in per_run if s is not None]
+    if not parsed:
+        return {"previous": 0.0, "new": 0.0, "runs": per_run, "verdicts": verdicts, "judge_error": True}
+    return {
+        "previous": sum(s[0] for s in parsed) / len(parsed),
+        "new": sum(s[1] for s in parsed) / len(parsed),
+        "runs": per_run,
+        "verdicts": verdicts,
+        "judge_error": False,
+    }
+
+
+def _task(seed: Mapping[str, Any]) -> dict[str, Any]:
+    return {"instruction": seed["instruction"], "input": seed.get("input") or ""}
+
+
+def _judge_uses_logprobs(mode: str, client: Any, spec: str) -> bool:
+    if mode not in ("auto", "generate", "logprob"):
+        raise ValueError(f"coevol option judge_mode must be auto, generate or logprob, not {mode!r}")
+    can = isinstance(client, SupportsLogprobs)
+    if mode == "logprob" and not can:
+        raise ValueError(
+            f"judge_mode=logprob needs a backend with exact log-probabilities; '{spec or client}' has none. "
+            "Use judge_mode=generate."
+        )
+    # The embedded base model judges poorly by free generation (it always picks the first answer);
+    # scoring the verdict options by log-probability is its better mode. Real endpoints generate.
+    return mode == "logprob" or (mode == "auto" and can and spec.startswith("local:"))
+
+
+async def _logprob_verdict(client: Any, task: dict[str, Any], first: str, second: str) -> Step:
+    """Pick the verdict whose JSON continuation has the lowest mean NLL under the judge model."""
+    system, user = JUDGE.render(response_1=first, response_2=second, **task)
+    messages = [SystemMessage(content=system), UserMessage(content=user, source="user")]
+    prefixes = {v: json.dumps({"verdict": v}, separators=(",", ":"))[:-1] for v in VERDICTS}
+    nll = await client.continuation_nll([ScoreRequest(messages, text) for text in prefixes.values()])
+    scored = dict(zip(VERDICTS, nll, strict=True))
+    verdict = min(scored, key=scored.__getitem__)
+    return Step(
+        role=JUDGE.name, node="judge", inputs={**task, "response_1": first, "response_2": second},
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
+        output={"verdict": verdict, "explanation": "chosen by log-probability of each verdict"},
+        raw=prefixes[verdict] + "}", model=getattr(client, "spec", ""), template_hash=JUDGE.template_hash,
+        usage=Usage(calls=1), meta={"mode": "logprob", "nll": scored},
+    )
+
+
+async def _run_debate(models: ModelSet, state: CoEvolState) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                                     Step | None]:
+    """Two debate rounds as one AutoGen team: defender, critic, defender, critic."""
+    inputs = {**_task(state["seed"]), "response": state["response"]}
+    debaters: list[tuple[Role, str]] = [(POSITIVE_DEBATER, "defender"), (CRITICAL_DEBATER, "critic")]
+    recorders: dict[str, CallRecorder] = {}
+    agents = []
+    for role, speaker in debaters:
+        recorders[speaker] = CallRecorder(models.for_role(role.name), sampling=role.sampling)
+        agents.append(role.agent(recorders[speaker], role.render(round=1, **inputs)[0], agent_name=speaker))
+    team = RoundRobinGroupChat(agents, max_turns=2,
+                               custom_message_types=[StructuredMessage[POSITIVE_DEBATER.output]])  # type: ignore[name-defined]
+    messages: list[Any] = []
+    try:
+        for round_number in (1, 2):
+            result = await team.run(task=POSITIVE_DEBATER.render(round=round_number, **inputs)[1])
+            messages += [m for m in result.messages if m.source != "user"]
+    except Exception as exc:  # a debater's reply failed validation or the backend failed
+        speaker = "critic" if len(messages) % 2 else "defender"
+        role = dict((s, r) for r, s in debaters)[speaker]
+        step = _debate_step(role, recorders[speaker], len(messages) // 2, inputs, None)
+        step.ok, step.error_reason, step.error = False, "debate", f"{type(exc).__name__}: {str(exc)[:600]}"
+        return _turn_steps(messages, recorders, debaters, inputs), [], step
+    turns = [{"speaker": m.source, "argument": m.content.argument} for m in messages
+             if isinstance(m, StructuredMessage)]
+    return _turn_steps(messages, recorders, debaters, inputs), turns, None
+
+
+def _turn_steps(messages: list[Any], recorders: dict[str, CallRecorder], debaters: list[tuple[Role, str]],
+                inputs: dict[str, Any]) -> list[dict[str, Any]]:
+    roles = {speaker: role for role, speaker in debaters}
+    seen: dict[str, int] = {}
+    steps = []
+    for message in messages:
+        index = seen.get(message.source, 0)
+        seen[message.source] = index + 1
+        output = message.content.model_dump(mode="json") if isinstance(message, StructuredMessage) else None
+        steps.append(_debate_step(roles[message.source], recorders[message.source], index, inputs, output)
+                     .as_state())
+    return steps
+
+
+def _debate_step(role: Role, recorder: CallRecorder, index: int, inputs: dict[str, Any],
+                 output: dict[str, Any] | None) -> Step:
+    result = recorder.results[index] if index < len(recorder.results) else None
+    raw = result.content if result and isinstance(result.content, str) else ""
+    request = recorder.requests[index] if index < len(recorder.requests) else []
+    return Step(
+        role=role.name, node="debate", inputs=inputs, output=output, raw=raw,
+        messages=[*request, {"role": "assistant", "content": raw}] if result else request,
+        model=recorder.spec, template_hash=role.template_hash,
+        usage=Usage(prompt_tokens=result.usage.prompt_tokens if result else 0,
+                    completion_tokens=result.usage.completion_tokens if result else 0,
+                    calls=1 if result else 0, cached_calls=int(bool(result and result.cached))),
+        meta={"turn": index + 1},
+    )
+
+
+def to_trajectory(state: Mapping[str, Any]) -> dict[str, Any]:
+    seed = state["seed"]
+    rounds = state.get("rounds", [])
+    result = {
+        "instruction": seed["instruction"],
+        "input": seed.get("input") or "",
+        "original": state.get("original"),
+        "evolved": state.get("response"),
+        "accepted_rounds": state.get("accepted_rounds", 0),
+        "rounds": rounds,
+        "stop_reason": state.get("stop_reason", ""),
+    }
+    return {"result": result, "scores": {"judge": [r["scores"] for r in rounds]}}
+
+
+GRAPH = SynthGraph(
+    name="coevol",
+    description="CoEvol: debate, advise, edit and judge in both orders to evolve a response (EMNLP 2024).",
+    version="1",
+    seed_model=CoEvolSeed,
+    roles=ROLES,
+    build=build,
+    to_trajectory=to_trajectory,
+    exports=EXPORTS,
+    default_options={"max_rounds": 3, "judge_mode": "auto"},
+)

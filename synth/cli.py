@@ -1,0 +1,137 @@
+"""The ``synth`` command line (Typer). The only place with sync wrappers around the async engine."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from synth.errors import SynthError
+
+app = typer.Typer(help="Synthesize training data with multi-agent role graphs, and train on it.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+models_app = typer.Typer(help="Model backends and their files.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are YAML scalars (``3`` is an int, ``true`` a bool)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"option {pair!r} must look like key=value", param_hint="--option")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def _parse_models(values: list[str]) -> dict[str, str]:
+    """``SPEC`` sets the default model; ``ROLE=SPEC`` overrides one role."""
+    specs: dict[str, str] = {}
+    for value in values:
+        head, sep, tail = value.partition("=")
+        if sep and ":" not in head:
+            specs[head] = tail
+        else:
+            specs["default"] = value
+    specs.setdefault("default", "local:gemma-3-270m")
+    return specs
+
+
+@app.command()
+def run(
+    graph: Annotated[str, typer.Argument(help="Graph name (see `synth graphs list`).")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Seed rows (.jsonl or .parquet).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; re-running resumes).")],
+    model: Annotated[list[str], typer.Option("--model", "-m", help="SPEC or ROLE=SPEC; repeatable.")] = [],  # noqa: B006
+    option: Annotated[list[str], typer.Option("--option", "-O", help="Graph option key=value.")] = [],  # noqa: B006
+    limit: Annotated[int | None, typer.Option(help="Process at most N input rows.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Rows in flight.")] = 16,
+    max_calls: Annotated[int | None, typer.Option(help="Model calls in flight per model (default 2 x concurrency).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per model call before it is retried.")] = 120.0,
+    retries: Annotated[int, typer.Option(help="Retries per model call on 429/5xx/timeouts.")] = 5,
+    api_key_env: Annotated[str | None, typer.Option(help="Env var holding the API key (default OPENAI_API_KEY).")] = None,
+    force: Annotated[bool, typer.Option(help="Discard the folder's records if its configuration changed.")] = False,
+    new: Annotated[bool, typer.Option(help="If the folder exists with another configuration, use NAME-2, -3...")] = False,
+    retry_failed: Annotated[bool, typer.Option(help="Re-run only the rows stored as failed.")] = False,
+) -> None:
+    """Run GRAPH over the input rows into a run folder; re-running the same command resumes."""
+    from synth.session import RunRequest, run_session
+
+    request = RunRequest(
+        graph=graph, input=input, out=out, models=_parse_models(model), options=_parse_options(option),
+        limit=limit, concurrency=concurrency, max_calls=max_calls or 2 * concurrency, timeout=timeout,
+        retries=retries, api_key_env=api_key_env, force=force, new=new, retry_failed=retry_failed,
+    )
+    summary, folder = asyncio.run(run_session(request, console))
+    console.print(
+        f"[bold]{folder}[/]: wrote {summary.written} ({dict(summary.counts)}), skipped {summary.skipped} "
+        f"already done, {summary.usage.total_tokens} tokens in {summary.elapsed_s:.1f}s"
+    )
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="Export format of the run's graph.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output dataset folder.")],
+) -> None:
+    """Export a run's ok trajectories as a Hugging Face dataset (parquet) that load_dataset(OUT) reads."""
+    from synth.export import export_run
+    from synth.registry import load_graph
+    from synth.store import RunStore
+
+    store = RunStore(run_dir)
+    graph_name = store.read_config()["graph"]
+    store.close()
+    result = export_run(run_dir, load_graph(graph_name), format, out)
+    console.print(result.describe())
+
+
+@app.command()
+def status(run_dir: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
+    """Counts by status, token usage, and the first errors of a run folder."""
+    from synth.store import RunStore
+
+    store = RunStore(run_dir)
+    try:
+        config = store.read_config()
+        counts = store.counts()
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}
+        for record in store.iter_records():
+            for key in usage:
+                usage[key] += getattr(record.usage, key)
+        table = Table(title=f"{run_dir} ({config.get('graph')})")
+        table.add_column("status")
+        table.add_column("rows", justify="right")
+        for key, value in sorted(counts.items()):
+            table.add_row(key, str(value))
+        Console().print(table)
+        Console().print(f"tokens: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion "
+                        f"in {usage['calls']} calls")
+        for _, source, error in store.errors(limit=5):
+            Console().print(f"[red]failed[/] {source}: {error}")
+    finally:
+        store.close()
+
+
+@models_app.command("path")
+def models_path(name: Annotated[str, typer.Argument(help="Built-in model name, e.g. gemma-3-270m.")]) -> None:
+    """Print the local HF folder of a built-in model (converting it once if needed)."""
+    from synth.models.local import model_path
+
+    print(model_path(name))
+
+
+def main() -> None:
+    try:
+        app()
+    except (SynthError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise SystemExit(2) from None

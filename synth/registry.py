@@ -1,0 +1,33 @@
+"""Finding graphs by name: built-ins and any installed package's ``synth.graphs`` entry points."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+from synth.errors import SynthError
+from synth.graph import SynthGraph
+
+#: Built-in graphs, also declared as entry points in pyproject.toml; listed here so a source checkout
+#: that is not pip-installed still finds them.
+BUILTIN = {"coevol": "graphs.coevol:GRAPH"}
+
+
+def available() -> dict[str, str]:
+    """Graph name -> ``module:attribute`` for every graph that can be loaded."""
+    found = dict(BUILTIN)
+    for ep in entry_points(group="synth.graphs"):
+        found[ep.name] = ep.value
+    return found
+
+
+def load_graph(name: str) -> SynthGraph:
+    """The graph registered as ``name``; an unknown name lists the known ones."""
+    targets = available()
+    if name not in targets:
+        raise SynthError(f"unknown graph '{name}'; available: {', '.join(sorted(targets))}")
+    module_name, _, attribute = targets[name].partition(":")
+    graph = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(graph, SynthGraph):
+        raise SynthError(f"{targets[name]} is a {type(graph).__name__}, not a synth.graph.SynthGraph")
+    return graph

@@ -1,0 +1,222 @@
+"""The batch engine: stream seed rows through a graph with bounded concurrency, one writer, resume.
+
+At most ``concurrency`` graph runs are in flight; a new one starts the moment one finishes (no batch
+barriers). Every finished row - ok or failed - goes through one queue to one writer task, which commits
+small batches to the run's SQLite store. Each row runs under a LangGraph SQLite checkpointer whose
+``thread_id`` is the trajectory id, so a row interrupted mid-graph resumes from its last finished node;
+a row whose record is already stored is skipped. Rows are never held in memory beyond those in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from synth import __version__
+from synth.graph import ModelSet, SynthGraph, steps_of
+from synth.inputs import SeedRow
+from synth.store import RunStore
+from synth.trajectory import Provenance, Trajectory, Usage, content_hash, row_key, trajectory_id, utc_now
+
+WRITE_BATCH = 64
+
+
+@dataclass
+class RunSummary:
+    """What one ``run()`` did; ``counts`` has ok / failed / filtered for rows written this time."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0
+    usage: Usage = field(default_factory=Usage)
+    elapsed_s: float = 0.0
+
+    @property
+    def written(self) -> int:
+        return sum(self.counts.values())
+
+
+def run_fingerprint(graph: SynthGraph, options: Mapping[str, Any], model_specs: Mapping[str, str]) -> str:
+    """What makes two runs' records comparable: graph, its role templates, options and models."""
+    return content_hash({
+        "graph": graph.name,
+        "version": graph.version,
+        "templates": graph.template_hashes(),
+        "options": dict(options),
+        "models": dict(model_specs),
+    })
+
+
+class Runner:
+    def __init__(
+        self,
+        graph: SynthGraph,
+        models: ModelSet,
+        store: RunStore,
+        *,
+        options: Mapping[str, Any] | None = None,
+        concurrency: int = 16,
+        checkpoints: bool = True,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.graph = graph
+        self.models = models
+        self.store = store
+        self.options = graph.resolve_options(options or {})
+        self.concurrency = concurrency
+        self.checkpoints = checkpoints
+        self.fingerprint = run_fingerprint(graph, self.options, models.specs)
+        self._provenance = Provenance(
+            graph=graph.name,
+            graph_version=graph.version,
+            fingerprint=self.fingerprint,
+            role_templates=graph.template_hashes(),
+            models=dict(models.specs),
+            sampling={role.name: role.sampling for role in graph.roles if role.sampling},
+            synth_version=__version__,
+        )
+
+    async def run(
+        self,
+        rows: Iterable[SeedRow],
+        *,
+        limit: int | None = None,
+        retry_failed: bool = False,
+        on_record: Callable[[Trajectory], None] | None = None,
+    ) -> RunSummary:
+        """Process ``rows`` (lazily consumed). ``retry_failed`` re-runs only rows stored as failed."""
+        summary = RunSummary()
+        started = time.perf_counter()
+        compiled = self.graph.build(self.models, **self.options)
+        queue: asyncio.Queue[Trajectory | None] = asyncio.Queue(maxsize=self.concurrency * 2)
+        async with self._checkpointer() as saver:
+            if saver is not None:
+                compiled = compiled.copy(update={"checkpointer": saver})
+            writer = asyncio.create_task(self._writer(queue, saver, summary, on_record))
+            try:
+                await self._feed(compiled, rows, queue, summary, limit=limit, retry_failed=retry_failed)
+            finally:
+                await queue.put(None)
+                await writer
+        summary.elapsed_s = time.perf_counter() - started
+        return summary
+
+    async def _feed(self, compiled: Any, rows: Iterable[SeedRow], queue: asyncio.Queue[Trajectory | None],
+                    summary: RunSummary, *, limit: int | None, retry_failed: bool) -> None:
+        failed = self.store.failed_ids()
+        done = self.store.finished_ids() | (set() if retry_failed else failed)
+        occurrences: Counter[str] = Counter()
+        slots = asyncio.Semaphore(self.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            for index, row in enumerate(rows):
+                if limit is not None and index >= limit:
+                    break
+                key = row_key(row.data)
+                tid = trajectory_id(key, occurrences[key], self.fingerprint)
+                occurrences[key] += 1
+                if tid in done or (retry_failed and tid not in failed):
+                    summary.skipped += 1
+                    continue
+                if row.error:
+                    await queue.put(self._trajectory(tid, row, {}, error=row.error))
+                    continue
+                await slots.acquire()
+                task = asyncio.create_task(self._run_row(compiled, tid, row, queue))
+                tasks.add(task)
+                task.add_done_callback(lambda t: (slots.release(), tasks.discard(t)))
+            if tasks:
+                await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+
+    async def _run_row(self, compiled: Any, tid: str, row: SeedRow, queue: asyncio.Queue[Trajectory | None]) -> None:
+        config = {"configurable": {"thread_id": tid}, "recursion_limit": 200}
+        started = utc_now()
+        try:
+            final = await self._invoke(compiled, config, row)
+            trajectory = self._trajectory(tid, row, final, started=started)
+        except Exception as exc:  # a bug or an unexpected backend error: the row fails, the run goes on
+            state = await self._saved_state(compiled, config)
+            trajectory = self._trajectory(tid, row, state, error=error_chain(exc), started=started)
+        await queue.put(trajectory)
+
+    async def _invoke(self, compiled: Any, config: dict[str, Any], row: SeedRow) -> dict[str, Any]:
+        if self.checkpoints:
+            snapshot = await compiled.aget_state(config)
+            if snapshot.values and snapshot.next:  # interrupted mid-graph: resume from the last node
+                return await compiled.ainvoke(None, config)  # type: ignore[no-any-return]
+            if snapshot.values:  # finished before the record was written
+                return dict(snapshot.values)
+        return await compiled.ainvoke(self.graph.initial_state(dict(row.data)), config)  # type: ignore[no-any-return]
+
+    async def _saved_state(self, compiled: Any, config: dict[str, Any]) -> dict[str, Any]:
+        if not self.checkpoints:
+            return {}
+        with contextlib.suppress(Exception):
+            return dict((await compiled.aget_state(config)).values)
+        return {}
+
+    def _trajectory(self, tid: str, row: SeedRow, state: Mapping[str, Any], *, error: str | None = None,
+                    started: str = "") -> Trajectory:
+        steps = steps_of(state)
+        usage = sum((s.usage for s in steps), Usage())
+        error = error or state.get("error")
+        extra: dict[str, Any] = {}
+        if error is None:
+            extra = self.graph.to_trajectory(state)
+        provenance = self._provenance.model_copy(update={"started_at": started, "finished_at": utc_now()})
+        return Trajectory(
+            id=tid, graph=self.graph.name, seed=dict(row.data), source=row.source, steps=steps,
+            status="failed" if error else "ok", error=error, provenance=provenance, usage=usage, **extra,
+        )
+
+    async def _writer(self, queue: asyncio.Queue[Trajectory | None], saver: Any, summary: RunSummary,
+                      on_record: Callable[[Trajectory], None] | None) -> None:
+        finished = False
+        while not finished:
+            batch: list[Trajectory] = []
+            item = await queue.get()
+            while item is not None:
+                batch.append(item)
+                if len(batch) >= WRITE_BATCH or queue.empty():
+                    break
+                item = queue.get_nowait()
+            finished = item is None
+            if not batch:
+                continue
+            await asyncio.to_thread(self.store.write, batch)
+            for trajectory in batch:
+                summary.counts[trajectory.status] += 1
+                summary.usage = summary.usage + trajectory.usage
+                if saver is not None:  # the record is durable: its checkpoints are no longer needed
+                    await saver.adelete_thread(trajectory.id)
+                if on_record is not None:
+                    on_record(trajectory)
+
+    @contextlib.asynccontextmanager
+    async def _checkpointer(self) -> AsyncIterator[Any]:
+        if not self.checkpoints:
+            yield None
+            return
+        async with AsyncSqliteSaver.from_conn_string(str(self.store.checkpoint_path)) as saver:
+            yield saver
+
+
+def error_chain(exc: BaseException, limit: int = 5) -> str:
+    """``Type: message <- caused by Type: message ...``: the whole chain, for the stored record."""
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and len(parts) < limit:
+        parts.append(f"{type(current).__name__}: {str(current)[:500]}")
+        current = current.__cause__ or current.__context__
+    return " <- caused by ".join(parts)
