@@ -75,8 +75,13 @@ def build(models: ModelSet, *, max_rounds: int = 3, judge_mode: str = "auto") ->
         if not step.ok:
             return failed(step)
         text = step.output["response"]  # type: ignore[index]
-        return {"steps": [step.as_state()], "original": text, "response": text, "round": 1,
-                "accepted_rounds": 0}
+        return {
+            "steps": [step.as_state()],
+            "original": text,
+            "response": text,
+            "round": 1,
+            "accepted_rounds": 0,
+        }
 
     async def debate(state: CoEvolState) -> dict[str, Any]:
         steps, turns, error_step = await _run_debate(models, state)
@@ -85,15 +90,25 @@ def build(models: ModelSet, *, max_rounds: int = 3, judge_mode: str = "auto") ->
         return {"steps": steps, "debate": turns}
 
     async def advise(state: CoEvolState) -> dict[str, Any]:
-        step = await ADVISOR.run(models.for_role(ADVISOR.name), node="advise", **_task(state["seed"]),
-                                 response=state["response"], debate=state["debate"])
+        step = await ADVISOR.run(
+            models.for_role(ADVISOR.name),
+            node="advise",
+            **_task(state["seed"]),
+            response=state["response"],
+            debate=state["debate"],
+        )
         if not step.ok:
             return failed(step, fatal=state["round"] == 1)
         return {"steps": [step.as_state()], "suggestions": step.output["suggestions"]}  # type: ignore[index]
 
     async def edit(state: CoEvolState) -> dict[str, Any]:
-        step = await EDITOR.run(models.for_role(EDITOR.name), node="edit", **_task(state["seed"]),
-                                response=state["response"], suggestions=state["suggestions"])
+        step = await EDITOR.run(
+            models.for_role(EDITOR.name),
+            node="edit",
+            **_task(state["seed"]),
+            response=state["response"],
+            suggestions=state["suggestions"],
+        )
         if not step.ok:
             return failed(step, fatal=state["round"] == 1)
         return {"steps": [step.as_state()], "candidate": step.output["response"]}  # type: ignore[index]
@@ -103,19 +118,33 @@ def build(models: ModelSet, *, max_rounds: int = 3, judge_mode: str = "auto") ->
         task = _task(state["seed"])
         orders = [(previous, new), (new, previous)]
         if use_logprobs:
-            steps = list(await asyncio.gather(*(_logprob_verdict(judge_client, task, a, b) for a, b in orders)))
+            steps = list(
+                await asyncio.gather(*(_logprob_verdict(judge_client, task, a, b) for a, b in orders))
+            )
         else:
-            steps = list(await asyncio.gather(*(
-                JUDGE.run(judge_client, node="judge", response_1=a, response_2=b, **task) for a, b in orders
-            )))
+            steps = list(
+                await asyncio.gather(
+                    *(
+                        JUDGE.run(judge_client, node="judge", response_1=a, response_2=b, **task)
+                        for a, b in orders
+                    )
+                )
+            )
         scores = merge_judge_scores([s.output["verdict"] if s.ok and s.output else None for s in steps])
-        record = {"round": state["round"], "suggestions": state["suggestions"], "candidate": new,
-                  "previous": previous, "scores": scores}
+        record = {
+            "round": state["round"],
+            "suggestions": state["suggestions"],
+            "candidate": new,
+            "previous": previous,
+            "scores": scores,
+        }
         update: dict[str, Any] = {"steps": [s.as_state() for s in steps]}
         if scores["judge_error"]:
             update["stop_reason"] = "judge failed to parse in both orders"
         elif scores["new"] > scores["previous"]:
-            update.update(response=new, accepted_rounds=state["accepted_rounds"] + 1, round=state["round"] + 1)
+            update.update(
+                response=new, accepted_rounds=state["accepted_rounds"] + 1, round=state["round"] + 1
+            )
             if state["round"] >= max_rounds:
                 update["stop_reason"] = f"max_rounds ({max_rounds}) reached"
         else:
@@ -125,8 +154,13 @@ def build(models: ModelSet, *, max_rounds: int = 3, judge_mode: str = "auto") ->
         return update
 
     graph = StateGraph(CoEvolState)
-    for name, node in [("respond", respond), ("debate", debate), ("advise", advise), ("edit", edit),
-                       ("judge", judge)]:
+    for name, node in [
+        ("respond", respond),
+        ("debate", debate),
+        ("advise", advise),
+        ("edit", edit),
+        ("judge", judge),
+    ]:
         graph.add_node(name, node)
     graph.add_edge(START, "respond")
     graph.add_conditional_edges("respond", unless_stopped("debate", END), ["debate", END])
@@ -189,16 +223,22 @@ async def _logprob_verdict(client: Any, task: dict[str, Any], first: str, second
     scored = dict(zip(VERDICTS, nll, strict=True))
     verdict = min(scored, key=scored.__getitem__)
     return Step(
-        role=JUDGE.name, node="judge", inputs={**task, "response_1": first, "response_2": second},
+        role=JUDGE.name,
+        node="judge",
+        inputs={**task, "response_1": first, "response_2": second},
         messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
         output={"verdict": verdict, "explanation": "chosen by log-probability of each verdict"},
-        raw=prefixes[verdict] + "}", model=getattr(client, "spec", ""), template_hash=JUDGE.template_hash,
-        usage=Usage(calls=1), meta={"mode": "logprob", "nll": scored},
+        raw=prefixes[verdict] + "}",
+        model=getattr(client, "spec", ""),
+        template_hash=JUDGE.template_hash,
+        usage=Usage(calls=1),
+        meta={"mode": "logprob", "nll": scored},
     )
 
 
-async def _run_debate(models: ModelSet, state: CoEvolState) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
-                                                                     Step | None]:
+async def _run_debate(
+    models: ModelSet, state: CoEvolState
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Step | None]:
     """Two debate rounds as one AutoGen team: defender, critic, defender, critic."""
     inputs = {**_task(state["seed"]), "response": state["response"]}
     debaters: list[tuple[Role, str]] = [(POSITIVE_DEBATER, "defender"), (CRITICAL_DEBATER, "critic")]
@@ -207,8 +247,9 @@ async def _run_debate(models: ModelSet, state: CoEvolState) -> tuple[list[dict[s
     for role, speaker in debaters:
         recorders[speaker] = CallRecorder(models.for_role(role.name), sampling=role.sampling)
         agents.append(role.agent(recorders[speaker], role.render(round=1, **inputs)[0], agent_name=speaker))
-    team = RoundRobinGroupChat(agents, max_turns=2,
-                               custom_message_types=[StructuredMessage[POSITIVE_DEBATER.output]])  # type: ignore[name-defined]
+    team = RoundRobinGroupChat(
+        agents, max_turns=2, custom_message_types=[StructuredMessage[POSITIVE_DEBATER.output]]
+    )  # type: ignore[name-defined]
     messages: list[Any] = []
     try:
         for round_number in (1, 2):
@@ -220,13 +261,20 @@ async def _run_debate(models: ModelSet, state: CoEvolState) -> tuple[list[dict[s
         step = _debate_step(role, recorders[speaker], len(messages) // 2, inputs, None)
         step.ok, step.error_reason, step.error = False, "debate", f"{type(exc).__name__}: {str(exc)[:600]}"
         return _turn_steps(messages, recorders, debaters, inputs), [], step
-    turns = [{"speaker": m.source, "argument": m.content.argument} for m in messages
-             if isinstance(m, StructuredMessage)]
+    turns = [
+        {"speaker": m.source, "argument": m.content.argument}
+        for m in messages
+        if isinstance(m, StructuredMessage)
+    ]
     return _turn_steps(messages, recorders, debaters, inputs), turns, None
 
 
-def _turn_steps(messages: list[Any], recorders: dict[str, CallRecorder], debaters: list[tuple[Role, str]],
-                inputs: dict[str, Any]) -> list[dict[str, Any]]:
+def _turn_steps(
+    messages: list[Any],
+    recorders: dict[str, CallRecorder],
+    debaters: list[tuple[Role, str]],
+    inputs: dict[str, Any],
+) -> list[dict[str, Any]]:
     roles = {speaker: role for role, speaker in debaters}
     seen: dict[str, int] = {}
     steps = []
@@ -234,23 +282,33 @@ def _turn_steps(messages: list[Any], recorders: dict[str, CallRecorder], debater
         index = seen.get(message.source, 0)
         seen[message.source] = index + 1
         output = message.content.model_dump(mode="json") if isinstance(message, StructuredMessage) else None
-        steps.append(_debate_step(roles[message.source], recorders[message.source], index, inputs, output)
-                     .as_state())
+        steps.append(
+            _debate_step(roles[message.source], recorders[message.source], index, inputs, output).as_state()
+        )
     return steps
 
 
-def _debate_step(role: Role, recorder: CallRecorder, index: int, inputs: dict[str, Any],
-                 output: dict[str, Any] | None) -> Step:
+def _debate_step(
+    role: Role, recorder: CallRecorder, index: int, inputs: dict[str, Any], output: dict[str, Any] | None
+) -> Step:
     result = recorder.results[index] if index < len(recorder.results) else None
     raw = result.content if result and isinstance(result.content, str) else ""
     request = recorder.requests[index] if index < len(recorder.requests) else []
     return Step(
-        role=role.name, node="debate", inputs=inputs, output=output, raw=raw,
+        role=role.name,
+        node="debate",
+        inputs=inputs,
+        output=output,
+        raw=raw,
         messages=[*request, {"role": "assistant", "content": raw}] if result else request,
-        model=recorder.spec, template_hash=role.template_hash,
-        usage=Usage(prompt_tokens=result.usage.prompt_tokens if result else 0,
-                    completion_tokens=result.usage.completion_tokens if result else 0,
-                    calls=1 if result else 0, cached_calls=int(bool(result and result.cached))),
+        model=recorder.spec,
+        template_hash=role.template_hash,
+        usage=Usage(
+            prompt_tokens=result.usage.prompt_tokens if result else 0,
+            completion_tokens=result.usage.completion_tokens if result else 0,
+            calls=1 if result else 0,
+            cached_calls=int(bool(result and result.cached)),
+        ),
         meta={"turn": index + 1},
     )
 

@@ -16,8 +16,10 @@ def sft_rows(trajectory: Trajectory) -> Iterator[dict[str, Any]]:
         return
     yield {
         "id": trajectory.id,
-        "messages": [user_turn(result["instruction"], result["input"]),
-                     {"role": "assistant", "content": result["evolved"]}],
+        "messages": [
+            user_turn(result["instruction"], result["input"]),
+            {"role": "assistant", "content": result["evolved"]},
+        ],
     }
 
 
@@ -37,7 +39,10 @@ def dpo_rows(trajectory: Trajectory) -> Iterator[dict[str, Any]]:
 EXPORTS = {
     "sft": ExportFormat("sft", "messages: instruction -> evolved response", sft_rows, sft_features),
     "dpo": ExportFormat(
-        "dpo", "prompt/chosen/rejected: evolved (chosen) over original (rejected)", dpo_rows, dpo_features,
+        "dpo",
+        "prompt/chosen/rejected: evolved (chosen) over original (rejected)",
+        dpo_rows,
+        dpo_features,
         empty_reason="no round was accepted by the judge in any ok trajectory",
     ),
 }

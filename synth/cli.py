@@ -13,8 +13,11 @@ from rich.table import Table
 
 from synth.errors import SynthError
 
-app = typer.Typer(help="Synthesize training data with multi-agent role graphs, and train on it.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Synthesize training data with multi-agent role graphs, and train on it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 models_app = typer.Typer(help="Model backends and their files.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
@@ -53,21 +56,40 @@ def run(
     option: Annotated[list[str], typer.Option("--option", "-O", help="Graph option key=value.")] = [],  # noqa: B006
     limit: Annotated[int | None, typer.Option(help="Process at most N input rows.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Rows in flight.")] = 16,
-    max_calls: Annotated[int | None, typer.Option(help="Model calls in flight per model (default 2 x concurrency).")] = None,
+    max_calls: Annotated[
+        int | None, typer.Option(help="Model calls in flight per model (default 2 x concurrency).")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per model call before it is retried.")] = 120.0,
     retries: Annotated[int, typer.Option(help="Retries per model call on 429/5xx/timeouts.")] = 5,
-    api_key_env: Annotated[str | None, typer.Option(help="Env var holding the API key (default OPENAI_API_KEY).")] = None,
-    force: Annotated[bool, typer.Option(help="Discard the folder's records if its configuration changed.")] = False,
-    new: Annotated[bool, typer.Option(help="If the folder exists with another configuration, use NAME-2, -3...")] = False,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="Env var holding the API key (default OPENAI_API_KEY).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Discard the folder's records if its configuration changed.")
+    ] = False,
+    new: Annotated[
+        bool, typer.Option(help="If the folder exists with another configuration, use NAME-2, -3...")
+    ] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run only the rows stored as failed.")] = False,
 ) -> None:
     """Run GRAPH over the input rows into a run folder; re-running the same command resumes."""
     from synth.session import RunRequest, run_session
 
     request = RunRequest(
-        graph=graph, input=input, out=out, models=_parse_models(model), options=_parse_options(option),
-        limit=limit, concurrency=concurrency, max_calls=max_calls or 2 * concurrency, timeout=timeout,
-        retries=retries, api_key_env=api_key_env, force=force, new=new, retry_failed=retry_failed,
+        graph=graph,
+        input=input,
+        out=out,
+        models=_parse_models(model),
+        options=_parse_options(option),
+        limit=limit,
+        concurrency=concurrency,
+        max_calls=max_calls or 2 * concurrency,
+        timeout=timeout,
+        retries=retries,
+        api_key_env=api_key_env,
+        force=force,
+        new=new,
+        retry_failed=retry_failed,
     )
     summary, folder = asyncio.run(run_session(request, console))
     console.print(
@@ -113,8 +135,10 @@ def status(run_dir: Annotated[Path, typer.Argument(help="Run folder.")]) -> None
         for key, value in sorted(counts.items()):
             table.add_row(key, str(value))
         Console().print(table)
-        Console().print(f"tokens: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion "
-                        f"in {usage['calls']} calls")
+        Console().print(
+            f"tokens: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion "
+            f"in {usage['calls']} calls"
+        )
         for _, source, error in store.errors(limit=5):
             Console().print(f"[red]failed[/] {source}: {error}")
     finally:

@@ -35,8 +35,14 @@ def sft_features() -> Any:
 def dpo_features() -> Any:
     from datasets import Features, Value
 
-    return Features({"id": Value("string"), "prompt": _message_list(), "chosen": _message_list(),
-                     "rejected": _message_list()})
+    return Features(
+        {
+            "id": Value("string"),
+            "prompt": _message_list(),
+            "chosen": _message_list(),
+            "rejected": _message_list(),
+        }
+    )
 
 
 def user_turn(instruction: str, input_text: str = "") -> dict[str, str]:
@@ -56,7 +62,10 @@ class ExportResult:
     def describe(self) -> str:
         if self.rows:
             return f"{self.rows} {self.format} rows from {self.trajectories} ok trajectories -> {self.path}"
-        return f"0 {self.format} rows -> {self.path} (valid empty dataset): {self.reason}"
+        return (
+            f"0 {self.format} rows -> {self.path}: {self.reason}. The folder holds a typed, empty parquet "
+            "table (datasets.load_dataset refuses 0-row splits; pyarrow reads it)."
+        )
 
 
 def export_run(run_dir: Path | str, graph: SynthGraph, format_name: str, out_dir: Path | str) -> ExportResult:

@@ -67,12 +67,18 @@ def _jsonl_rows(path: Path) -> Iterator[SeedRow]:
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                yield SeedRow(source, {"_raw": line[:2000]}, f"{source}: not valid JSON ({exc.msg} at column "
-                              f"{exc.colno}); fix the line or remove it")
+                yield SeedRow(
+                    source,
+                    {"_raw": line[:2000]},
+                    f"{source}: not valid JSON ({exc.msg} at column {exc.colno}); fix the line or remove it",
+                )
                 continue
             if not isinstance(data, dict):
-                yield SeedRow(source, {"_raw": line[:2000]},
-                              f"{source}: a row must be a JSON object, got {type(data).__name__}")
+                yield SeedRow(
+                    source,
+                    {"_raw": line[:2000]},
+                    f"{source}: a row must be a JSON object, got {type(data).__name__}",
+                )
                 continue
             yield SeedRow(source, data)
 

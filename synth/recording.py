@@ -35,7 +35,7 @@ def message_dict(message: LLMMessage) -> dict[str, Any]:
     content = getattr(message, "content", "")
     out: dict[str, Any] = {"role": role, "content": content if isinstance(content, str) else str(content)}
     source = getattr(message, "source", None)
-    if source and role != "system":
+    if source and role != "system" and source != "user":
         out["name"] = source
     return out
 
@@ -43,8 +43,9 @@ def message_dict(message: LLMMessage) -> dict[str, Any]:
 class CallRecorder(ChatCompletionClient):
     """Delegates to ``inner``; records each ``CreateResult``; injects sampling parameters."""
 
-    def __init__(self, inner: ChatCompletionClient, *, sampling: Mapping[str, Any] | None = None,
-                 sample: int = 0) -> None:
+    def __init__(
+        self, inner: ChatCompletionClient, *, sampling: Mapping[str, Any] | None = None, sample: int = 0
+    ) -> None:
         self._inner = inner
         self._sampling = dict(sampling or {})
         self._sample = sample
@@ -100,8 +101,14 @@ class CallRecorder(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
         # Roles never stream; a single final chunk keeps the contract for callers that do.
-        yield await self.create(messages, tools=tools, tool_choice=tool_choice, json_output=json_output,
-                                extra_create_args=extra_create_args, cancellation_token=cancellation_token)
+        yield await self.create(
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            json_output=json_output,
+            extra_create_args=extra_create_args,
+            cancellation_token=cancellation_token,
+        )
 
     async def close(self) -> None:
         """The shared client outlives this per-call view: closing it is the owner's job."""
@@ -115,7 +122,9 @@ class CallRecorder(ChatCompletionClient):
     def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()) -> int:
         return self._inner.count_tokens(messages, tools=tools)
 
-    def remaining_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()) -> int:
+    def remaining_tokens(
+        self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()
+    ) -> int:
         return self._inner.remaining_tokens(messages, tools=tools)
 
     @property

@@ -104,8 +104,13 @@ class Role(BaseModel):
         system, user = self.render(**inputs)
         recorder = CallRecorder(client, sampling=self.sampling, sample=sample)
         agent = self.agent(recorder, system)
-        step = Step(role=self.name, node=node or self.name, inputs=_json_safe(inputs),
-                    model=recorder.spec, template_hash=self.template_hash)
+        step = Step(
+            role=self.name,
+            node=node or self.name,
+            inputs=_json_safe(inputs),
+            model=recorder.spec,
+            template_hash=self.template_hash,
+        )
         started = time.perf_counter()
         error: BaseException | None = None
         try:

@@ -44,13 +44,15 @@ class RunSummary:
 
 def run_fingerprint(graph: SynthGraph, options: Mapping[str, Any], model_specs: Mapping[str, str]) -> str:
     """What makes two runs' records comparable: graph, its role templates, options and models."""
-    return content_hash({
-        "graph": graph.name,
-        "version": graph.version,
-        "templates": graph.template_hashes(),
-        "options": dict(options),
-        "models": dict(model_specs),
-    })
+    return content_hash(
+        {
+            "graph": graph.name,
+            "version": graph.version,
+            "templates": graph.template_hashes(),
+            "options": dict(options),
+            "models": dict(model_specs),
+        }
+    )
 
 
 class Runner:
@@ -108,8 +110,16 @@ class Runner:
         summary.elapsed_s = time.perf_counter() - started
         return summary
 
-    async def _feed(self, compiled: Any, rows: Iterable[SeedRow], queue: asyncio.Queue[Trajectory | None],
-                    summary: RunSummary, *, limit: int | None, retry_failed: bool) -> None:
+    async def _feed(
+        self,
+        compiled: Any,
+        rows: Iterable[SeedRow],
+        queue: asyncio.Queue[Trajectory | None],
+        summary: RunSummary,
+        *,
+        limit: int | None,
+        retry_failed: bool,
+    ) -> None:
         failed = self.store.failed_ids()
         done = self.store.finished_ids() | (set() if retry_failed else failed)
         occurrences: Counter[str] = Counter()
@@ -139,7 +149,9 @@ class Runner:
                 task.cancel()
             raise
 
-    async def _run_row(self, compiled: Any, tid: str, row: SeedRow, queue: asyncio.Queue[Trajectory | None]) -> None:
+    async def _run_row(
+        self, compiled: Any, tid: str, row: SeedRow, queue: asyncio.Queue[Trajectory | None]
+    ) -> None:
         config = {"configurable": {"thread_id": tid}, "recursion_limit": 200}
         started = utc_now()
         try:
@@ -153,11 +165,16 @@ class Runner:
     async def _invoke(self, compiled: Any, config: dict[str, Any], row: SeedRow) -> dict[str, Any]:
         if self.checkpoints:
             snapshot = await compiled.aget_state(config)
-            if snapshot.values and snapshot.next:  # interrupted mid-graph: resume from the last node
-                return await compiled.ainvoke(None, config)  # type: ignore[no-any-return]
+            # Interrupted mid-graph: resume from the last node. A kill right after the input checkpoint
+            # leaves no `next` but a finished __start__ task whose writes are pending: resume that too.
+            if snapshot.next or snapshot.tasks:
+                return await compiled.ainvoke(None, config, durability="sync")  # type: ignore[no-any-return]
             if snapshot.values:  # finished before the record was written
                 return dict(snapshot.values)
-        return await compiled.ainvoke(self.graph.initial_state(dict(row.data)), config)  # type: ignore[no-any-return]
+        # "sync" durability: a node's checkpoint is on disk before the next node starts, so a SIGKILL at
+        # any moment leaves a state the row can resume from (the default "async" mode can lose it).
+        state = self.graph.initial_state(dict(row.data))
+        return await compiled.ainvoke(state, config, durability="sync")  # type: ignore[no-any-return]
 
     async def _saved_state(self, compiled: Any, config: dict[str, Any]) -> dict[str, Any]:
         if not self.checkpoints:
@@ -166,8 +183,9 @@ class Runner:
             return dict((await compiled.aget_state(config)).values)
         return {}
 
-    def _trajectory(self, tid: str, row: SeedRow, state: Mapping[str, Any], *, error: str | None = None,
-                    started: str = "") -> Trajectory:
+    def _trajectory(
+        self, tid: str, row: SeedRow, state: Mapping[str, Any], *, error: str | None = None, started: str = ""
+    ) -> Trajectory:
         steps = steps_of(state)
         usage = sum((s.usage for s in steps), Usage())
         error = error or state.get("error")
@@ -176,12 +194,25 @@ class Runner:
             extra = self.graph.to_trajectory(state)
         provenance = self._provenance.model_copy(update={"started_at": started, "finished_at": utc_now()})
         return Trajectory(
-            id=tid, graph=self.graph.name, seed=dict(row.data), source=row.source, steps=steps,
-            status="failed" if error else "ok", error=error, provenance=provenance, usage=usage, **extra,
+            id=tid,
+            graph=self.graph.name,
+            seed=dict(row.data),
+            source=row.source,
+            steps=steps,
+            status="failed" if error else "ok",
+            error=error,
+            provenance=provenance,
+            usage=usage,
+            **extra,
         )
 
-    async def _writer(self, queue: asyncio.Queue[Trajectory | None], saver: Any, summary: RunSummary,
-                      on_record: Callable[[Trajectory], None] | None) -> None:
+    async def _writer(
+        self,
+        queue: asyncio.Queue[Trajectory | None],
+        saver: Any,
+        summary: RunSummary,
+        on_record: Callable[[Trajectory], None] | None,
+    ) -> None:
         finished = False
         while not finished:
             batch: list[Trajectory] = []

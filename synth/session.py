@@ -57,8 +57,12 @@ def build_models(specs: dict[str, str], request: RunRequest) -> ModelSet:
     """One managed client per distinct spec, shared by the roles that use it."""
     from synth.models import ClientOptions, make_client
 
-    options = ClientOptions(max_concurrency=request.max_calls, timeout_s=request.timeout,
-                            max_retries=request.retries, api_key_env=request.api_key_env)
+    options = ClientOptions(
+        max_concurrency=request.max_calls,
+        timeout_s=request.timeout,
+        max_retries=request.retries,
+        api_key_env=request.api_key_env,
+    )
     clients: dict[str, Any] = {}
     for spec in dict.fromkeys(specs.values()):
         clients[spec] = make_client(spec, options)
@@ -104,19 +108,34 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
         try:
             if store.read_fingerprint() not in (None, fingerprint):
                 store.reset()
-            config = {"graph": graph.name, "graph_version": graph.version, **request.model_dump(mode="json"),
-                      "options": options, "fingerprint": fingerprint}
+            config = {
+                "graph": graph.name,
+                "graph_version": graph.version,
+                **request.model_dump(mode="json"),
+                "options": options,
+                "fingerprint": fingerprint,
+            }
             store.write_config(config, fingerprint)
-            runner = Runner(graph, models, store, options=request.options, concurrency=request.concurrency,
-                            checkpoints=request.checkpoints)
+            runner = Runner(
+                graph,
+                models,
+                store,
+                options=request.options,
+                concurrency=request.concurrency,
+                checkpoints=request.checkpoints,
+            )
             rows = read_rows(request.input, graph.seed_model)
             total = count_rows(request.input)
             if request.limit is not None and total is not None:
                 total = min(total, request.limit)
             with _progress(console) as progress:
                 task = progress.add_task(graph.name, total=total, ok=0, failed=0, tokens=0)
-                summary = await runner.run(rows, limit=request.limit, retry_failed=request.retry_failed,
-                                           on_record=_advance(progress, task))
+                summary = await runner.run(
+                    rows,
+                    limit=request.limit,
+                    retry_failed=request.retry_failed,
+                    on_record=_advance(progress, task),
+                )
         finally:
             store.close()
             lock.release()
@@ -128,10 +147,16 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
 
 def _progress(console: Console) -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
         TextColumn("ok {task.fields[ok]} failed {task.fields[failed]}"),
-        _RateColumn(), TextColumn("{task.fields[tokens]} tok"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        _RateColumn(),
+        TextColumn("{task.fields[tokens]} tok"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     )
 
 

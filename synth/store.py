@@ -94,7 +94,9 @@ class RunStore:
     def read_config(self) -> dict[str, Any]:
         path = self.folder / "config.yaml"
         if not path.exists():
-            raise RunFolderError(f"{self.folder} is not a run folder (no config.yaml); run `synth run` first.")
+            raise RunFolderError(
+                f"{self.folder} is not a run folder (no config.yaml); run `synth run` first."
+            )
         return yaml.safe_load(path.read_text()) or {}
 
     def reset(self) -> None:
@@ -106,9 +108,7 @@ class RunStore:
     # --- records ----------------------------------------------------------------------------------
     def write(self, trajectories: Iterable[Trajectory]) -> None:
         """Insert or replace records in one transaction (a retried failed row replaces its record)."""
-        rows = [
-            (t.id, t.status, t.source, t.error, t.model_dump_json(), utc_now()) for t in trajectories
-        ]
+        rows = [(t.id, t.status, t.source, t.error, t.model_dump_json(), utc_now()) for t in trajectories]
         with self._transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO records (id, status, source, error, record, updated_at) "
@@ -130,10 +130,12 @@ class RunStore:
         return dict(self._db.execute("SELECT status, COUNT(*) FROM records GROUP BY status").fetchall())
 
     def errors(self, limit: int = 20) -> list[tuple[str, str, str]]:
-        return list(self._db.execute(
-            "SELECT id, source, error FROM records WHERE status = 'failed' ORDER BY updated_at LIMIT ?",
-            (limit,),
-        ))
+        return list(
+            self._db.execute(
+                "SELECT id, source, error FROM records WHERE status = 'failed' ORDER BY updated_at LIMIT ?",
+                (limit,),
+            )
+        )
 
     def iter_records(self, status: str | None = None, batch: int = 500) -> Iterator[Trajectory]:
         """Stream records in insertion order without loading them all (exports of 100k rows)."""

@@ -1,0 +1,180 @@
+"""OpenAI and OpenAI-compatible servers (vLLM, SGLang, llama.cpp) through autogen-ext's client.
+
+Three adjustments to the stock ``OpenAIChatCompletionClient``:
+
+* the ``openai`` SDK's own retries are off (``max_retries=0``): :class:`ManagedClient` retries, in one
+  place, with accounting — two stacked retry loops would multiply attempts and hide failures;
+* model names autogen doesn't know (anything served by vLLM) get a default ``model_info``;
+* structured output (``json_output=SomeModel``) is sent as a ``response_format`` JSON schema on the plain
+  ``chat.completions.create`` path instead of ``beta...parse``. The wire request is the same, but
+  ``parse`` validates client-side and raises on malformed JSON (losing the raw text) or on
+  ``finish_reason == "length"``; roles validate themselves, keep the raw text, and send a repair turn.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from autogen_core import CancellationToken
+from autogen_core.models import CreateResult, LLMMessage, ModelFamily, ModelInfo, validate_model_info
+from autogen_core.tools import Tool, ToolSchema
+from autogen_ext.models.openai import OpenAIChatCompletionClient
+from pydantic import BaseModel
+
+from synth.errors import ModelSpecError
+from synth.models.managed import ClientOptions
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+#: What vLLM/SGLang users pass when the server has no ``--api-key``.
+DUMMY_KEY = "EMPTY"
+
+DEFAULT_MODEL_INFO = ModelInfo(
+    vision=False,
+    function_calling=True,
+    json_output=True,
+    structured_output=True,
+    family=ModelFamily.UNKNOWN,
+    multiple_system_messages=True,
+)
+
+
+def is_private_url(base_url: str) -> bool:
+    """True for loopback, private-network, link-local and single-label hosts (``localhost``, ``vllm``)."""
+    host = (urlsplit(base_url).hostname or "").lower()
+    if not host:
+        return False
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal", ".lan")) or "." not in host:
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local
+
+
+def resolve_api_key(base_url: str | None, api_key_env: str | None = None) -> str:
+    """The key from ``api_key_env`` (default ``OPENAI_API_KEY``); a dummy for unauthenticated local hosts."""
+    env = api_key_env or DEFAULT_KEY_ENV
+    key = os.environ.get(env, "").strip()
+    if key:
+        return key
+    if api_key_env:
+        raise ModelSpecError(f"The environment variable {env} (named by api_key_env) is not set or empty.")
+    if base_url and is_private_url(base_url):
+        return DUMMY_KEY
+    where = base_url or "api.openai.com"
+    raise ModelSpecError(
+        f"No API key for {where}: set the environment variable {env}, or name another variable with "
+        f"ClientOptions(api_key_env=...). For a self-hosted server without authentication on a public "
+        f"address, set {env}={DUMMY_KEY}."
+    )
+
+
+def resolve_model_info(model: str, overrides: Mapping[str, Any] | None = None) -> ModelInfo:
+    """autogen's info for known OpenAI names, else :data:`DEFAULT_MODEL_INFO`; then ``overrides``."""
+    try:
+        from autogen_ext.models.openai import _model_info
+
+        info: dict[str, Any] = dict(_model_info.get_info(model))
+    except (ValueError, KeyError, ImportError):
+        info = dict(DEFAULT_MODEL_INFO)
+    unknown = set(overrides or {}) - set(ModelInfo.__annotations__)
+    if unknown:
+        raise ModelSpecError(
+            f"Unknown model_info keys {sorted(unknown)}; allowed: {sorted(ModelInfo.__annotations__)}."
+        )
+    info.update(overrides or {})
+    validate_model_info(info)  # type: ignore[arg-type]
+    return info  # type: ignore[return-value]
+
+
+def schema_response_format(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``response_format`` that ``beta.chat.completions.parse`` would send for ``model``."""
+    try:
+        from openai.lib._parsing._completions import type_to_response_format_param
+
+        return dict(type_to_response_format_param(model))  # type: ignore[arg-type]
+    except ImportError:  # private helper moved: a non-strict schema is still valid for every server
+        schema = {"name": model.__name__, "schema": model.model_json_schema(), "strict": False}
+        return {"type": "json_schema", "json_schema": schema}
+
+
+class SynthOpenAIChatCompletionClient(OpenAIChatCompletionClient):
+    """``OpenAIChatCompletionClient`` that returns structured output as unvalidated text (see module doc)."""
+
+    def _structured(
+        self, json_output: bool | type[BaseModel] | None, extra_create_args: Mapping[str, Any]
+    ) -> tuple[bool | type[BaseModel] | None, Mapping[str, Any]]:
+        if not (isinstance(json_output, type) and issubclass(json_output, BaseModel)):
+            return json_output, extra_create_args
+        if self.model_info.get("structured_output", False):
+            return None, {**extra_create_args, "response_format": schema_response_format(json_output)}
+        # No schema support (some llama.cpp builds): fall back to JSON mode or plain text; the role validates.
+        return (True if self.model_info.get("json_output", False) else None), extra_create_args
+
+    async def create(
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+    ) -> CreateResult:
+        json_output, extra_create_args = self._structured(json_output, extra_create_args)
+        return await super().create(
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            json_output=json_output,
+            extra_create_args=extra_create_args,
+            cancellation_token=cancellation_token,
+        )
+
+    def create_stream(  # type: ignore[override]
+        self,
+        messages: Sequence[LLMMessage],
+        *,
+        tools: Sequence[Tool | ToolSchema] = [],
+        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
+        json_output: bool | type[BaseModel] | None = None,
+        extra_create_args: Mapping[str, Any] = {},
+        cancellation_token: CancellationToken | None = None,
+        **kwargs: Any,
+    ) -> AsyncGenerator[str | CreateResult, None]:
+        json_output, extra_create_args = self._structured(json_output, extra_create_args)
+        return super().create_stream(
+            messages,
+            tools=tools,
+            tool_choice=tool_choice,
+            json_output=json_output,
+            extra_create_args=extra_create_args,
+            cancellation_token=cancellation_token,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self._create_args.get('model')!r})"
+
+
+def build_openai_client(
+    model: str, base_url: str | None, options: ClientOptions
+) -> SynthOpenAIChatCompletionClient:
+    """The inner client for ``openai:MODEL[@BASE_URL]`` (the key is read here and never stored elsewhere)."""
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "api_key": resolve_api_key(base_url, options.api_key_env),
+        "model_info": resolve_model_info(model, options.model_info),
+        "max_retries": 0,
+        # The SDK's own timeout is a backstop; ManagedClient enforces options.timeout_s per attempt.
+        "timeout": (options.timeout_s + 5.0) if options.timeout_s else None,
+    }
+    if base_url:
+        kwargs["base_url"] = base_url
+    kwargs.update(options.backend_options)
+    return SynthOpenAIChatCompletionClient(**kwargs)

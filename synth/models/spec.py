@@ -1,0 +1,122 @@
+"""Model spec strings -> managed AutoGen clients.
+
+One string selects a backend so that configs, CLI flags (``--model judge=openai:gpt-4o``) and provenance
+records all speak the same language; options (concurrency, retries, sampling) travel separately in
+:class:`~synth.models.managed.ClientOptions`, never inside the string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict
+
+from synth.errors import ModelSpecError
+from synth.models.managed import ClientOptions, ManagedClient
+
+Backend = Literal["openai", "local", "replay"]
+
+ACCEPTED_FORMS = (
+    "openai:MODEL                      e.g. openai:gpt-4o-mini (api.openai.com, key in OPENAI_API_KEY)\n"
+    "  openai:MODEL@BASE_URL             e.g. openai:Qwen/Qwen2.5-7B-Instruct@http://localhost:8000/v1 "
+    "(vLLM, SGLang, llama.cpp server...)\n"
+    "  local:NAME | local:/path/to/folder e.g. local:gemma-3-270m (embedded model, CPU)\n"
+    "  replay:FILE.jsonl                 scripted replies, one per line (tests)"
+)
+
+
+class ModelSpec(BaseModel):
+    """A parsed spec. ``str(spec)`` gives the canonical spec string back (used in provenance)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Backend
+    model: str
+    base_url: str | None = None
+    path: Path | None = None
+
+    def __str__(self) -> str:
+        if self.backend == "openai" and self.base_url:
+            return f"openai:{self.model}@{self.base_url}"
+        if self.backend == "replay":
+            return f"replay:{self.path}"
+        return f"{self.backend}:{self.model}"
+
+
+def _bad(spec: str, why: str) -> ModelSpecError:
+    return ModelSpecError(f"Bad model spec {spec!r}: {why}.\nAccepted forms:\n  {ACCEPTED_FORMS}")
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith((".", "/", "~")) or "/" in value or "\\" in value
+
+
+def parse_spec(spec: str) -> ModelSpec:
+    """Parse ``backend:rest``. Raises :class:`~synth.errors.ModelSpecError` showing the accepted forms."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise _bad(str(spec), "it is empty")
+    text = spec.strip()
+    backend, sep, rest = text.partition(":")
+    backend = backend.lower()
+    if not sep:
+        raise _bad(spec, "it has no backend prefix (did you mean openai:" + text + "?)")
+    if backend not in ("openai", "local", "replay"):
+        raise _bad(spec, f"unknown backend {backend!r}")
+    if not rest.strip():
+        raise _bad(spec, f"nothing follows '{backend}:'")
+    rest = rest.strip()
+    if backend == "openai":
+        model, base_url = rest, None
+        for scheme in ("@http://", "@https://"):
+            at = rest.find(scheme)
+            if at >= 0:
+                model, base_url = rest[:at], rest[at + 1 :]
+                break
+        else:
+            if "@" in rest:
+                raise _bad(spec, "the part after '@' must be a URL starting with http:// or https://")
+        if not model:
+            raise _bad(spec, "the model name is empty")
+        if base_url is not None:
+            if not urlsplit(base_url).hostname:
+                raise _bad(spec, "the base URL has no host")
+            base_url = base_url.rstrip("/")
+        return ModelSpec(backend="openai", model=model, base_url=base_url)
+    if backend == "local":
+        if _looks_like_path(rest):
+            return ModelSpec(backend="local", model=rest, path=Path(rest).expanduser())
+        return ModelSpec(backend="local", model=rest)
+    return ModelSpec(backend="replay", model=Path(rest).stem, path=Path(rest).expanduser())
+
+
+def make_client(
+    spec: str | ModelSpec,
+    options: ClientOptions | None = None,
+    *,
+    sleep: Callable[[float], Awaitable[Any]] | None = None,
+) -> ManagedClient:
+    """Build the backend client for ``spec`` and wrap it with concurrency, timeout, retries and accounting.
+
+    ``sleep`` replaces the backoff sleep (tests). Backend constructors are imported lazily, so an OpenAI
+    run never imports torch and a local run never needs an API key.
+    """
+    parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    opts = options or ClientOptions()
+    inner: Any
+    if parsed.backend == "openai":
+        from synth.models.openai_client import build_openai_client
+
+        inner = build_openai_client(parsed.model, parsed.base_url, opts)
+    elif parsed.backend == "replay":
+        from synth.models.replay import build_replay_client
+
+        assert parsed.path is not None
+        inner = build_replay_client(parsed.path, opts)
+    else:
+        from synth.models.local import LocalChatCompletionClient
+
+        inner = LocalChatCompletionClient(str(parsed.path or parsed.model), **opts.backend_options)
+    return ManagedClient(inner, opts, spec=str(parsed), sleep=sleep)
