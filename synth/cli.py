@@ -54,6 +54,9 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; re-running resumes).")],
     model: Annotated[list[str], typer.Option("--model", "-m", help="SPEC or ROLE=SPEC; repeatable.")] = [],  # noqa: B006
     option: Annotated[list[str], typer.Option("--option", "-O", help="Graph option key=value.")] = [],  # noqa: B006
+    corpus: Annotated[
+        Path | None, typer.Option(help="Passages for retrieval graphs (sets the graph option corpus).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Process at most N input rows.")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Rows in flight.")] = 16,
     max_calls: Annotated[
@@ -75,12 +78,15 @@ def run(
     """Run GRAPH over the input rows into a run folder; re-running the same command resumes."""
     from synth.session import RunRequest, run_session
 
+    options = _parse_options(option)
+    if corpus is not None:
+        options["corpus"] = str(corpus)
     request = RunRequest(
         graph=graph,
         input=input,
         out=out,
         models=_parse_models(model),
-        options=_parse_options(option),
+        options=options,
         limit=limit,
         concurrency=concurrency,
         max_calls=max_calls or 2 * concurrency,
