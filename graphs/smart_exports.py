@@ -1,0 +1,182 @@
+"""SMART's export formats: the long trajectory, the short (one role turn) trajectories, and RL prompts.
+
+Every format is built from ``trajectory.result`` (see ``graphs.smart.to_trajectory``), never by
+re-rendering templates. Each agent segment is an assistant message whose ``name`` is the role's header
+(``Intent Reconstructor``, ``Fact Locator``, ``Response Generator``) and whose content is the role's
+JSON output *after* the graph's rule checks (a Fact Locator verdict whose spans were rejected is exported
+as irrelevant). Each retrieved passage is a ``tool`` message named ``Knowledge Retriever`` placed before
+the Fact Locator turn that judges it, so assistant-only loss never trains on retrieved text.
+
+Also here: SQuAD-style exact match, used by the graph as an environment-based filter signal and by
+GRPO as a reward over the ``rl`` export.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from roles.smart import HEADERS, RETRIEVER_HEADER
+from synth.export import user_turn
+from synth.graph import ExportFormat
+from synth.trajectory import Trajectory
+
+
+# -- exact match -----------------------------------------------------------------------------------------
+def normalize_answer(text: str) -> str:
+    """SQuAD v1.1 normalisation: lower case, drop punctuation and articles, collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> bool:
+    """Whether ``prediction`` equals any gold answer after :func:`normalize_answer`."""
+    predicted = normalize_answer(prediction)
+    return any(predicted == normalize_answer(answer) for answer in answers)
+
+
+def answer_of(completion: Any) -> str:
+    """The answer in a completion: a Response Generator JSON's ``answer``, else the whole text."""
+    if isinstance(completion, list):  # conversational: the last message's content
+        completion = completion[-1]["content"] if completion else ""
+    text = str(completion).strip()
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return str(parsed.get("answer", "")) if isinstance(parsed, dict) else text
+
+
+def exact_match_reward(completions: Sequence[Any], answers: Sequence[Sequence[str]], **_: Any) -> list[float]:
+    """A TRL GRPO reward function over the ``rl`` export: 1.0 for an exact match, else 0.0."""
+    return [float(exact_match(answer_of(c), gold)) for c, gold in zip(completions, answers, strict=True)]
+
+
+# -- transcripts -----------------------------------------------------------------------------------------
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _agent(role: str, content: Any) -> dict[str, Any]:
+    return {"role": "assistant", "name": HEADERS[role], "content": _json(content)}
+
+
+def passage_text(passage: dict[str, Any]) -> str:
+    """How a retrieved passage reads in a transcript (the Fact Locator's prompt shows the same fields)."""
+    head = f"[{passage['id']}] {passage['title']}" if passage.get("title") else f"[{passage['id']}]"
+    return f"{head}\n{passage['text']}"
+
+
+def long_messages(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The long trajectory: instruction, then every segment in order, retrieved passages as tool turns."""
+    messages: list[dict[str, Any]] = [{**user_turn(result["instruction"]), "name": None}]
+    messages.append(_agent("intent_reconstructor", {"queries": result["queries"]}))
+    for fact in result["facts"]:
+        messages.append({"role": "tool", "name": RETRIEVER_HEADER, "content": passage_text(fact["passage"])})
+        messages.append(_agent("fact_locator", {"relevant": fact["relevant"], "spans": fact["spans"]}))
+    messages.append(
+        _agent("response_generator", {"answer": result["answer"], "citations": result["citations"]})
+    )
+    return messages
+
+
+def sft_long_rows(trajectory: Trajectory) -> Iterator[dict[str, Any]]:
+    if trajectory.result.get("queries"):
+        yield {"id": trajectory.id, "messages": long_messages(trajectory.result)}
+
+
+def sft_short_rows(trajectory: Trajectory) -> Iterator[dict[str, Any]]:
+    """One prompt/completion row per agent segment; the prompt is everything before the segment."""
+    if not trajectory.result.get("queries"):
+        return
+    messages = long_messages(trajectory.result)
+    roles = {header: role for role, header in HEADERS.items()}
+    turn = 0
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        yield {
+            "id": f"{trajectory.id}-{turn}",
+            "role": roles[message["name"]],
+            "prompt": messages[:index],
+            "completion": [message],
+            # The plain chat template then ends the prompt with this role's header, not "### Assistant".
+            "chat_template_kwargs": {"assistant_header": message["name"]},
+        }
+        turn += 1
+
+
+def rl_rows(trajectory: Trajectory) -> Iterator[dict[str, Any]]:
+    result = trajectory.result
+    if result.get("answers"):
+        yield {
+            "id": trajectory.id,
+            "prompt": [user_turn(result["instruction"])],
+            "answers": result["answers"],
+        }
+
+
+# -- schemas ---------------------------------------------------------------------------------------------
+def _messages(named: bool = True) -> Any:
+    from datasets import List, Value
+
+    fields = {"role": Value("string"), "content": Value("string")}
+    return List({**fields, "name": Value("string")} if named else fields)
+
+
+def long_features() -> Any:
+    from datasets import Features, Value
+
+    return Features({"id": Value("string"), "messages": _messages()})
+
+
+def short_features() -> Any:
+    from datasets import Features, Value
+
+    return Features(
+        {
+            "id": Value("string"),
+            "role": Value("string"),
+            "prompt": _messages(),
+            "completion": _messages(),
+            "chat_template_kwargs": {"assistant_header": Value("string")},
+        }
+    )
+
+
+def rl_features() -> Any:
+    from datasets import Features, List, Value
+
+    return Features(
+        {"id": Value("string"), "prompt": _messages(named=False), "answers": List(Value("string"))}
+    )
+
+
+_LONG = ExportFormat(
+    "sft-long",
+    "messages: one transcript per row (instruction, every agent segment, retrieved passages as tool turns)",
+    sft_long_rows,
+    long_features,
+)
+EXPORTS = {
+    "sft-long": _LONG,
+    "sft": ExportFormat("sft", "alias of sft-long", sft_long_rows, long_features),
+    "sft-short": ExportFormat(
+        "sft-short",
+        "prompt/completion: one row per agent segment; the prompt is the transcript before it",
+        sft_short_rows,
+        short_features,
+    ),
+    "rl": ExportFormat(
+        "rl",
+        "prompt + gold answers for an exact-match reward (graphs.smart_exports.exact_match_reward)",
+        rl_rows,
+        rl_features,
+        empty_reason="no ok trajectory has gold answers (seed field 'answers')",
+    ),
+}
