@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synth.card import render_card
 from synth.errors import ExportError
 from synth.graph import ExportFormat, SynthGraph
 from synth.store import RunStore
@@ -81,7 +82,21 @@ def export_run(run_dir: Path | str, graph: SynthGraph, format_name: str, out_dir
         counts = store.counts()
         if not counts:
             raise ExportError(f"{run_dir} has no records yet; run `synth run` first.")
-        rows, trajectories = _write_parquet(fmt, store, out)
+        tmp = out.with_name(out.name + ".tmp")
+        rows, trajectories, sample = _write_parquet(fmt, store, tmp)
+        card = render_card(
+            format_name=format_name,
+            rows=rows,
+            config=store.read_config(),
+            graph_description=graph.description,
+            role_templates=graph.template_hashes(),
+            counts=counts,
+            usage=_usage(store),
+            sample=sample,
+        )
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
     finally:
         store.close()
     reason = ""
@@ -90,25 +105,33 @@ def export_run(run_dir: Path | str, graph: SynthGraph, format_name: str, out_dir
     return ExportResult(format_name, out, rows, trajectories, reason)
 
 
-def _write_parquet(fmt: ExportFormat, store: RunStore, out: Path) -> tuple[int, int]:
+def _write_parquet(fmt: ExportFormat, store: RunStore, tmp: Path) -> tuple[int, int, dict[str, Any] | None]:
+    """Stream rows into ``tmp/data``; returns (rows, ok trajectories seen, the first row as a sample)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     features = fmt.features()
     schema = features.arrow_schema
-    tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "data").mkdir(parents=True)
     rows = trajectories = 0
+    sample: dict[str, Any] | None = None
     with pq.ParquetWriter(tmp / "data" / "train-00000-of-00001.parquet", schema) as writer:
         for batch, seen in _batches(fmt, store):
             trajectories += seen
             if batch:
+                sample = sample or batch[0]
                 writer.write_table(pa.Table.from_pylist([features.encode_example(r) for r in batch], schema))
                 rows += len(batch)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return rows, trajectories
+    return rows, trajectories, sample
+
+
+def _usage(store: RunStore) -> dict[str, int]:
+    totals = {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}
+    for record in store.iter_records():
+        for key in totals:
+            totals[key] += getattr(record.usage, key)
+    return totals
 
 
 def _batches(fmt: ExportFormat, store: RunStore) -> Iterator[tuple[list[dict[str, Any]], int]]:

@@ -34,11 +34,22 @@ def coevol_record(i: int, accepted: int, status: str = "ok") -> Trajectory:
     )
 
 
+CONFIG = {
+    "graph": "coevol",
+    "graph_version": "1",
+    "input": "seeds.jsonl",
+    "fingerprint": "abc",
+    "models": {"default": "openai:m@http://127.0.0.1:1/v1"},
+    "options": {"max_rounds": 3},
+}
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "run"
     store = RunStore(folder)
     store.write([coevol_record(i, accepted=i % 2) for i in range(6)] + [coevol_record(9, 1, status="failed")])
+    store.write_config(CONFIG, "abc")
     store.close()
     return folder
 
@@ -62,6 +73,7 @@ def test_empty_export_is_valid_and_says_why(tmp_path: Path) -> None:
     folder = tmp_path / "run"
     store = RunStore(folder)
     store.write([coevol_record(i, accepted=0) for i in range(3)])
+    store.write_config(CONFIG, "abc")
     store.close()
     result = export_run(folder, GRAPH, "dpo", tmp_path / "dpo")
     assert result.rows == 0 and "no round was accepted" in result.describe()
@@ -107,3 +119,30 @@ def test_sft_export_trains_with_trl_for_two_steps(run_dir: Path, tmp_path: Path)
     )
     result = trainer.train()
     assert result.global_step == 2 and result.training_loss > 0
+
+
+def test_export_writes_a_dataset_card_with_hub_front_matter(run_dir: Path, tmp_path: Path) -> None:
+    import yaml
+
+    store = RunStore(run_dir)
+    store.write_config(
+        {
+            "graph": "coevol",
+            "graph_version": "1",
+            "input": "seeds.jsonl",
+            "models": {"default": "openai:m@http://127.0.0.1:1/v1"},
+            "options": {"max_rounds": 3},
+            "fingerprint": "abc",
+        },
+        "abc",
+    )
+    store.close()
+    export_run(run_dir, GRAPH, "dpo", tmp_path / "dpo")
+    card = (tmp_path / "dpo" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["configs"][0]["data_files"][0]["path"] == "data/train-*.parquet"
+    assert front["size_categories"] == ["n<1K"] and "synthetic" in front["tags"]
+    assert {"license", "language", "task_categories"} <= set(front)
+    assert "`judge`: `" in card and "failed 1, ok 6" in card and "Rows in this export: 3" in card
+    assert '"chosen"' in card  # a sample record
+    assert load_dataset(str(tmp_path / "dpo"), split="train").num_rows == 3
