@@ -1,0 +1,73 @@
+"""``synth graphs list|show`` and ``synth roles list``: the installed graphs and roles, and their shape."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from synth.graph import ModelSet, SynthGraph
+from synth.registry import available, load_graph
+
+graphs_app = typer.Typer(help="Installed role graphs.", no_args_is_help=True)
+roles_app = typer.Typer(help="Roles of the installed graphs.", no_args_is_help=True)
+
+
+@roles_app.callback()
+def _roles_group() -> None:
+    """Keeps ``roles`` a command group (``synth roles list``) although it has one command."""
+
+
+@graphs_app.command("list")
+def list_graphs() -> None:
+    """Name, description, roles and export formats of every installed graph."""
+    table = Table("graph", "description", "roles", "exports")
+    for name in sorted(available()):
+        graph = load_graph(name)
+        table.add_row(
+            name, graph.description, ", ".join(r.name for r in graph.roles), ", ".join(graph.exports)
+        )
+    Console().print(table)
+
+
+@graphs_app.command("show")
+def show_graph(name: Annotated[str, typer.Argument(help="Graph name.")]) -> None:
+    """Print the graph's topology as Mermaid (paste into any Mermaid viewer, or GitHub markdown)."""
+    print(mermaid(load_graph(name)))
+
+
+@roles_app.command("list")
+def list_roles() -> None:
+    """Every role of every installed graph: its output fields and template hash."""
+    table = Table("graph", "role", "output fields", "template", "description")
+    for name in sorted(available()):
+        for role in load_graph(name).roles:
+            fields = ", ".join(role.output.model_fields) if role.output else "(text)"
+            table.add_row(name, role.name, fields, role.template_hash, role.description)
+    Console().print(table)
+
+
+def mermaid(graph: SynthGraph) -> str:
+    """Mermaid text of the compiled graph, built with inert model clients (nothing is called)."""
+    from autogen_core.models import ModelInfo
+    from autogen_ext.models.replay import ReplayChatCompletionClient
+
+    info = ModelInfo(
+        vision=False, function_calling=False, json_output=True, family="unknown", structured_output=True
+    )
+    models = ModelSet(
+        default=ReplayChatCompletionClient([], model_info=info), specs={"default": "replay:none"}
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        options: dict[str, Any] = {}
+        if "corpus" in graph.default_options:  # retrieval graphs need a corpus to build; any will do
+            corpus = Path(folder) / "corpus.jsonl"
+            corpus.write_text(json.dumps({"id": "p1", "title": "t", "text": "a passage"}) + "\n")
+            options["corpus"] = str(corpus)
+        compiled = graph.build(models, **graph.resolve_options(options))
+        return str(compiled.get_graph().draw_mermaid())
