@@ -1,4 +1,8 @@
-"""Training on synth exports (LoRA SFT, DPO, hybrids, RL) with TRL + PEFT.
+"""Training on synth exports with TRL + PEFT, and QA evaluation.
 
-Not implemented yet: the package name is reserved by the project layout; see the README's status section.
+Modules: ``config`` (YAML settings, validated), ``sft`` / ``dpo`` (one run each), ``hybrid`` (SFT -> DPO,
+SMART two-stage), ``runner`` + ``runfolder`` (plan, resume, outputs, merge), ``data`` (export folders,
+fingerprints), ``common`` (hardware, precision, model, LoRA), ``qa`` + ``eval`` (exact match / F1).
+Commands: ``synth train sft|dpo|hybrid`` and ``synth eval qa``; see docs/training.md. Heavy libraries
+are imported lazily, so importing this package is cheap.
 """

@@ -1,0 +1,258 @@
+"""Training configs: YAML files validated by pydantic, with command-line overrides.
+
+Every key is declared (``extra="forbid"``) so a typo fails before a model is loaded, with the key's
+location, the known keys and the closest match, instead of being silently ignored for an hour-long run.
+The resolved config (file + ``--set`` overrides + explicit flags) is what a run saves and compares on
+resume, so the same command twice means the same run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from train.errors import TrainError
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Tuning = Literal["lora", "qlora", "full"]
+Kind = Literal["sft", "dpo", "hybrid"]
+
+
+class ConfigError(TrainError):
+    """A training config file or override is invalid; the message names the key and how to fix it."""
+
+
+class LoraSettings(BaseModel):
+    """LoRA adapter shape. ``target_modules: all-linear`` adapts every linear layer but the output head."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(default=16, ge=1, description="adapter rank")
+    alpha: int = Field(default=32, ge=1, description="scaling numerator (scale = alpha / r)")
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class CommonSettings(BaseModel):
+    """Keys shared by every command: model, tuning method, hardware, schedule, logging, output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        min_length=1,
+        description="HF model folder, hub id (online only), built-in name (gemma-3-270m) or local:SPEC",
+    )
+    output_dir: str = Field(min_length=1, description="run folder (created; re-running resumes)")
+    tuning: Tuning = "lora"
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    precision: Precision = Field(
+        default="auto", description="auto: bf16 on bf16 GPUs, fp16 on others, fp32 on CPU"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_length: int = Field(default=1024, ge=8, description="tokens per example (longer ones are truncated)")
+    packing: bool = Field(default=False, description="SFT: pack examples into max_length blocks (bfd)")
+    padding_free: bool = Field(default=False, description="flatten batches (needs flash-attention on GPU)")
+    gradient_checkpointing: bool = False
+    learning_rate: float = Field(default=2e-4, gt=0)
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
+    warmup: float = Field(default=0.03, ge=0, description="< 1: ratio of total steps; >= 1: steps")
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    epochs: float = Field(default=2.0, gt=0)
+    max_steps: int = Field(default=-1, description="> 0 overrides epochs")
+    batch_size: int = Field(default=4, ge=1, description="per device")
+    grad_accum: int = Field(default=1, ge=1)
+    logging_steps: int = Field(default=10, ge=1)
+    save_steps: int = Field(default=200, ge=1, description="checkpoint every N steps (resume point)")
+    save_total_limit: int | None = Field(default=2, ge=1)
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
+    seed: int = 42
+    limit: int | None = Field(default=None, ge=1, description="train on the first N rows only (smoke runs)")
+    merge: bool = Field(default=False, description="also save the adapter merged into the base model")
+
+
+class SFTSettings(CommonSettings):
+    """``synth train sft``: ``messages`` or ``prompt``/``completion`` data."""
+
+    data: str = Field(
+        min_length=1, description="dataset folder from `synth export`, or a .jsonl/.parquet file"
+    )
+    loss_on: Literal["assistant", "all"] = Field(
+        default="assistant",
+        description="assistant: loss on assistant/completion tokens only; all: on every token",
+    )
+
+
+class DPOSettings(CommonSettings):
+    """``synth train dpo``: conversational ``prompt``/``chosen``/``rejected`` data."""
+
+    data: str = Field(min_length=1, description="dataset folder from `synth export -f dpo`")
+    beta: float = Field(default=0.1, gt=0)
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = "sigmoid"
+    learning_rate: float = Field(default=5e-6, gt=0)
+
+
+#: Keys a stage of ``hybrid`` may not set: the hybrid command chooses them.
+_STAGE_FIXED = ("model", "output_dir", "merge")
+
+
+class HybridSettings(CommonSettings):
+    """``synth train hybrid``: stage 1 SFT, merge, then stage 2 on the merged model with a new LoRA.
+
+    ``recipe: eto`` -> stage 2 is DPO (its adapter-off reference is the SFT model). ``recipe: smart`` ->
+    stage 1 on SMART short trajectories, stage 2 SFT on long ones. ``stage1``/``stage2`` hold each stage's
+    ``data`` and any per-stage override of the shared keys (e.g. ``learning_rate``, ``beta``).
+    """
+
+    recipe: Literal["eto", "smart"] = "eto"
+    stage1: dict[str, Any] = Field(default_factory=dict)
+    stage2: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _stages_are_valid(self) -> HybridSettings:
+        for name in ("stage1", "stage2"):
+            stage = getattr(self, name)
+            fixed = [key for key in _STAGE_FIXED if key in stage]
+            if fixed:
+                raise ValueError(
+                    f"{name}.{fixed[0]} is set by the hybrid command (stage folders live under output_dir, "
+                    f"stage 2 starts from stage 1's merged model); remove it from {name}"
+                )
+            if not stage.get("data"):
+                raise ValueError(f"{name}.data is missing: the dataset folder this stage trains on")
+        return self
+
+    def stage_settings(self, stage: Literal[1, 2], model: str, output_dir: str) -> SFTSettings | DPOSettings:
+        """The full settings of one stage: shared keys, then the stage's overrides."""
+        shared = self.model_dump(exclude={"recipe", "stage1", "stage2"})
+        overrides = self.stage1 if stage == 1 else self.stage2
+        cls: type[SFTSettings | DPOSettings] = (
+            DPOSettings if (stage == 2 and self.recipe == "eto") else SFTSettings
+        )
+        if cls is DPOSettings and "learning_rate" not in overrides:
+            shared.pop("learning_rate")  # DPO's own default (5e-6), not the SFT one
+        merged = deep_merge(shared, overrides)
+        merged.update(model=model, output_dir=output_dir, merge=stage == 1 or self.merge)
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, cls, prefix=f"stage{stage}.")) from None
+
+
+SETTINGS: dict[str, type[CommonSettings]] = {"sft": SFTSettings, "dpo": DPOSettings, "hybrid": HybridSettings}
+#: Keys that may change between a run and its resumption (they extend or relabel a run, not alter it).
+RESUMABLE_KEYS = frozenset(
+    {"epochs", "max_steps", "save_steps", "save_total_limit", "logging_steps", "report_to", "merge"}
+)
+
+
+# -- loading ---------------------------------------------------------------------------------------------
+def parse_set(pairs: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` pairs (dotted keys for nested ones: ``lora.r=8``) -> a nested dict; values are YAML."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r} must look like KEY=VALUE (e.g. --set lora.r=8)")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {pair!r}: {part} is both a value and a section")
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A config file as a dict; an empty file is an empty config."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path} must hold a mapping of keys (model: ..., data: ...), not {type(data).__name__}"
+        )
+    return data
+
+
+def load_settings(
+    kind: Kind,
+    config: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> CommonSettings:
+    """Settings for ``kind``: a YAML file (optional), then ``overrides`` (``--set`` and flags) on top."""
+    cls = SETTINGS[kind]
+    raw = read_yaml(config) if config is not None else {}
+    if raw.get("kind") not in (None, kind):  # a run folder's config.yaml carries its kind
+        raise ConfigError(f"{config} is a '{raw['kind']}' config; use it with `synth train {raw['kind']}`")
+    raw.pop("kind", None)
+    merged = deep_merge(raw, overrides or {})
+    try:
+        return cls.model_validate(merged)
+    except ValidationError as exc:
+        where = f"{config}" if config is not None else "the command line"
+        raise ConfigError(
+            f"invalid {kind} config ({where}):\n{format_validation_error(exc, cls)}\n"
+            "Fix the key in the YAML file or override it with --set KEY=VALUE."
+        ) from None
+
+
+# -- error messages --------------------------------------------------------------------------------------
+def _fields_at(cls: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The known keys of the section that ``loc`` (minus its last part) points into."""
+    model: Any = cls
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def format_validation_error(exc: ValidationError, cls: type[BaseModel], prefix: str = "") -> str:
+    """One line per problem: ``key: what is wrong (got X)``, with known keys and a close match for typos."""
+    lines: list[str] = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        key = prefix + ".".join(str(p) for p in loc) if loc else prefix.rstrip(".") or "(top level)"
+        if error["type"] == "extra_forbidden":
+            known = _fields_at(cls, loc)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            lines.append(f"  {key}: unknown key{hint} Known keys here: {', '.join(known)}")
+        elif error["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            got = error.get("input")
+            msg = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"  {key}: {msg} (got {got!r})")
+    return "\n".join(lines)
+
+
+def dump_settings(kind: Kind, settings: CommonSettings) -> dict[str, Any]:
+    """The resolved config as saved in a run folder (JSON-native, with its kind)."""
+    return {"kind": kind, **settings.model_dump(mode="json")}

@@ -1,0 +1,220 @@
+"""One training run, whatever the method: resolve the plan, prepare the run folder, train, save.
+
+``sft.py`` and ``dpo.py`` only build their TRL trainer; everything around it (hardware, precision, data,
+resume, outputs, merge) is here so both behave the same. Under ``accelerate launch`` every process runs
+this; only the main process writes the run folder's files besides what the Trainer itself saves.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from train.common import (
+    Hardware,
+    Resolved,
+    check_report_to,
+    check_tuning,
+    count_parameters,
+    detect_hardware,
+    load_tokenizer,
+    resolve_model,
+    resolve_precision,
+    torch_dtype,
+)
+from train.config import CommonSettings, DPOSettings, SFTSettings, dump_settings
+from train.data import Format, fingerprint, is_conversational, load_rows, prepare
+from train.runfolder import RunFolder, RunResult, is_main_process, merge_adapter, prepare_synced, write_json
+
+
+@dataclass
+class Plan:
+    """What a run will do; ``--dry-run`` prints it, every run saves it as plan.json."""
+
+    kind: str
+    model: str
+    base: str
+    data: str
+    data_format: str
+    rows: int
+    conversational: bool
+    device: str
+    precision: str
+    tuning: str
+    trainable_params: int | None
+    total_params: int | None
+    batch: str
+    steps: str
+    output_dir: str
+    state: str = "new"
+    resume_from: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        resume = f" from {self.resume_from}" if self.resume_from else ""
+        params = "unknown (model config not readable)"
+        if self.trainable_params is not None and self.total_params:
+            share = 100 * self.trainable_params / self.total_params
+            params = f"{self.trainable_params:,} trainable of {self.total_params:,} ({share:.2f}%)"
+        lines = [
+            f"{self.kind} run -> {self.output_dir} ({self.state}{resume})",
+            f"  model      {self.model}" + (f" ({self.base})" if self.base != self.model else ""),
+            f"  data       {self.data}: {self.rows} rows, {self.data_format}"
+            + (" (conversational)" if self.conversational else ""),
+            f"  device     {self.device}, precision {self.precision}, tuning {self.tuning}",
+            f"  params     {params}",
+            f"  batch      {self.batch}; {self.steps}",
+        ]
+        lines += [f"  warning    {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+@dataclass
+class Job:
+    """Everything a trainer builder needs, resolved once."""
+
+    settings: CommonSettings
+    hardware: Hardware
+    precision: Resolved
+    base: str
+    dataset: Any
+    data_format: Format
+    conversational: bool
+    folder: RunFolder
+    callbacks: Sequence[Any]
+    tokenizer: Any = None
+
+
+TrainerBuilder = Callable[[Job], Any]
+
+
+def build_plan(kind: Literal["sft", "dpo"], settings: SFTSettings | DPOSettings) -> tuple[Plan, Job]:
+    """Resolve hardware, precision, model and data, and count parameters on an empty model."""
+    hardware = detect_hardware(settings.device)
+    precision = resolve_precision(settings.precision, hardware)
+    check_tuning(settings, hardware)
+    check_report_to(settings)
+    base = resolve_model(settings.model)
+    dataset, fmt = prepare(load_rows(settings.data, settings.limit), kind, settings.data)
+    counts = count_parameters(base, settings)
+    world = max(hardware.gpus, 1)
+    per_step = settings.batch_size * settings.grad_accum * world
+    steps = (
+        f"{settings.max_steps} steps"
+        if settings.max_steps > 0
+        else f"{settings.epochs:g} epochs ~ {-(-len(dataset) // per_step) * settings.epochs:.0f} steps"
+    )
+    warnings: list[str] = []
+    if settings.padding_free and hardware.device == "cpu":
+        warnings.append("padding_free flattens batches; TRL supports it with flash-attention only (GPU)")
+    if settings.packing and kind == "dpo":
+        warnings.append("packing is an SFT option; DPO ignores it")
+    plan = Plan(
+        kind=kind,
+        model=settings.model,
+        base=base,
+        data=settings.data,
+        data_format=fmt,
+        rows=len(dataset),
+        conversational=is_conversational(dataset, fmt),
+        device=hardware.describe(),
+        precision=precision,
+        tuning=settings.tuning,
+        trainable_params=counts[0] if counts else None,
+        total_params=counts[1] if counts else None,
+        batch=f"{settings.batch_size}/device x {settings.grad_accum} accum x {world} device(s) = {per_step}",
+        steps=steps,
+        output_dir=settings.output_dir,
+        warnings=warnings,
+    )
+    job = Job(
+        settings=settings,
+        hardware=hardware,
+        precision=precision,
+        base=base,
+        dataset=dataset,
+        data_format=fmt,
+        conversational=plan.conversational,
+        folder=RunFolder(Path(settings.output_dir)),
+        callbacks=(),
+    )
+    return plan, job
+
+
+def execute(
+    kind: Literal["sft", "dpo"],
+    settings: SFTSettings | DPOSettings,
+    builder: TrainerBuilder,
+    *,
+    fresh: bool = False,
+    dry_run: bool = False,
+    callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] = print,
+) -> RunResult | Plan:
+    """Run (or with ``dry_run`` only plan) one training run of ``kind`` with ``builder``'s trainer."""
+    plan, job = build_plan(kind, settings)
+    job.callbacks = callbacks
+    folder = job.folder
+    if dry_run:
+        saved = folder.saved_config()
+        if saved is not None:
+            plan.state = "exists: re-running resumes or refuses on a changed config"
+            plan.resume_from = folder.last_checkpoint()
+        return plan
+    data_print = fingerprint(settings.data, plan.rows)
+    state, checkpoint = prepare_synced(folder, dump_settings(kind, settings), data_print, fresh)
+    plan.state, plan.resume_from = state, checkpoint
+    if state == "done":
+        previous = folder.read_result()
+        assert previous is not None
+        previous.status = "already complete"
+        log(f"{folder.path} is already complete (result.json); use --fresh to train again")
+        return previous
+    if is_main_process():
+        write_json(folder.path / "plan.json", asdict(plan))
+    log(plan.describe())
+    if settings.report_to == "tensorboard":
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(folder.path / "logs"))
+    job.tokenizer = load_tokenizer(job.base)
+    trainer = builder(job)
+    started = time.monotonic()
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    return finish(kind, job, trainer, output, checkpoint, time.monotonic() - started)
+
+
+def finish(kind: str, job: Job, trainer: Any, output: Any, resumed: str | None, seconds: float) -> RunResult:
+    """Save the adapter (or model) with the tokenizer, merge if asked, and write result.json last."""
+    settings, folder = job.settings, job.folder
+    lora = settings.tuning != "full"
+    target = folder.path / ("adapter" if lora else "model")
+    trainer.save_model(str(target))
+    result = RunResult(
+        kind=kind,
+        output_dir=str(folder.path),
+        status="resumed" if resumed else "trained",
+        global_step=int(output.global_step),
+        train_loss=float(output.training_loss) if output.training_loss is not None else None,
+        resumed_from=resumed,
+        seconds=round(seconds, 2),
+    )
+    if lora:
+        result.adapter = str(target)
+    else:
+        result.model = str(target)
+    merged = folder.path / "merged"
+    if lora and settings.merge:
+        result.merged = str(merged)
+    if trainer.is_world_process_zero():
+        # The tokenizer carries the chat template the model was trained with (the plain one for base
+        # models): evaluation and serving render prompts with exactly that template.
+        job.tokenizer.save_pretrained(str(target))
+        if result.merged:
+            merge_adapter(job.base, target, merged, torch_dtype(job.precision, "lora"))
+        folder.write_result(result)
+    # Other processes wait for the merge: a hybrid's stage 2 loads it right after.
+    trainer.accelerator.wait_for_everyone()
+    return result
