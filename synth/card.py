@@ -15,6 +15,17 @@ from typing import Any
 
 import yaml
 
+
+def data_file(export_id: str) -> str:
+    """The one parquet file an export writes, named exactly in the card with a per-export id.
+
+    datasets 5.2 keys its cache of a local folder by the card's data_files patterns, not by the files'
+    content: two exports with the same pattern (``out/sft`` then ``out/sft-long``, or a re-export into the
+    same folder) would load each other's cached rows. A unique file name makes every export its own.
+    """
+    return f"data/train-00000-of-00001-{export_id}.parquet"
+
+
 TASKS = {"sft": ["text-generation"], "dpo": ["text-generation"], "rl": ["question-answering"]}
 
 
@@ -34,6 +45,7 @@ def size_category(rows: int) -> str:
 def render_card(
     *,
     format_name: str,
+    data_path: str,
     rows: int,
     config: Mapping[str, Any],
     graph_description: str,
@@ -46,9 +58,7 @@ def render_card(
 ) -> str:
     """The README.md text for one exported format."""
     front = {
-        "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
-        ],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_path}]}],
         "license": license,
         "language": [language],
         "task_categories": TASKS.get(format_name.split("-")[0], ["text-generation"]),

@@ -9,8 +9,11 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
-from rich.table import Table
 
+from synth.cli_eval import eval_app
+from synth.cli_graphs import graphs_app, roles_app
+from synth.cli_index import index_app
+from synth.cli_train import train_app
 from synth.errors import SynthError
 
 app = typer.Typer(
@@ -20,6 +23,11 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Model backends and their files.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(graphs_app, name="graphs")
+app.add_typer(roles_app, name="roles")
+app.add_typer(index_app, name="index")
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
 console = Console(stderr=True)
 
 
@@ -64,6 +72,9 @@ def run(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per model call before it is retried.")] = 120.0,
     retries: Annotated[int, typer.Option(help="Retries per model call on 429/5xx/timeouts.")] = 5,
+    backoff: Annotated[
+        float, typer.Option(help="First retry backoff in seconds (doubles per retry, jittered).")
+    ] = 0.5,
     api_key_env: Annotated[
         str | None, typer.Option(help="Env var holding the API key (default OPENAI_API_KEY).")
     ] = None,
@@ -74,8 +85,19 @@ def run(
         bool, typer.Option(help="If the folder exists with another configuration, use NAME-2, -3...")
     ] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run only the rows stored as failed.")] = False,
+    cache: Annotated[
+        bool, typer.Option(help="Reuse finished model calls from the run folder (a re-run never pays twice).")
+    ] = True,
+    checkpoints: Annotated[
+        bool, typer.Option(help="Checkpoint each row after every node (a killed row resumes mid-graph).")
+    ] = True,
+    adaptive: Annotated[
+        bool, typer.Option(help="Adapt calls in flight: halve on 429, grow while latency holds.")
+    ] = False,
 ) -> None:
-    """Run GRAPH over the input rows into a run folder; re-running the same command resumes."""
+    """Run GRAPH over the input rows into a run folder; re-running the same command resumes.
+
+    GRAPH is a registered name or ``package.module:NAME`` / ``path/file.py:NAME``."""
     from synth.session import RunRequest, run_session
 
     options = _parse_options(option)
@@ -92,10 +114,14 @@ def run(
         max_calls=max_calls or 2 * concurrency,
         timeout=timeout,
         retries=retries,
+        backoff=backoff,
         api_key_env=api_key_env,
         force=force,
         new=new,
         retry_failed=retry_failed,
+        cache=cache,
+        checkpoints=checkpoints,
+        adaptive=adaptive,
     )
     summary, folder = asyncio.run(run_session(request, console))
     console.print(
@@ -123,32 +149,19 @@ def export(
 
 
 @app.command()
-def status(run_dir: Annotated[Path, typer.Argument(help="Run folder.")]) -> None:
-    """Counts by status, token usage, and the first errors of a run folder."""
-    from synth.store import RunStore
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder.")],
+    price_in: Annotated[
+        float | None, typer.Option(help="Price per 1M prompt tokens (shows the cost).")
+    ] = None,
+    price_out: Annotated[
+        float | None, typer.Option(help="Price per 1M completion tokens (shows the cost).")
+    ] = None,
+) -> None:
+    """Counts by status, failed rows by kind, tokens (and cost), and the last run's rate and retries."""
+    from synth.status import read_status, render_status
 
-    store = RunStore(run_dir)
-    try:
-        config = store.read_config()
-        counts = store.counts()
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}
-        for record in store.iter_records():
-            for key in usage:
-                usage[key] += getattr(record.usage, key)
-        table = Table(title=f"{run_dir} ({config.get('graph')})")
-        table.add_column("status")
-        table.add_column("rows", justify="right")
-        for key, value in sorted(counts.items()):
-            table.add_row(key, str(value))
-        Console().print(table)
-        Console().print(
-            f"tokens: {usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion "
-            f"in {usage['calls']} calls"
-        )
-        for _, source, error in store.errors(limit=5):
-            Console().print(f"[red]failed[/] {source}: {error}")
-    finally:
-        store.close()
+    render_status(read_status(run_dir), Console(), price_in=price_in, price_out=price_out)
 
 
 @models_app.command("path")

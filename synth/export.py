@@ -8,12 +8,13 @@ never sits in memory and an export with zero rows is still a valid, typed datase
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synth.card import render_card
+from synth.card import data_file, render_card
 from synth.errors import ExportError
 from synth.graph import ExportFormat, SynthGraph
 from synth.store import RunStore
@@ -83,9 +84,11 @@ def export_run(run_dir: Path | str, graph: SynthGraph, format_name: str, out_dir
         if not counts:
             raise ExportError(f"{run_dir} has no records yet; run `synth run` first.")
         tmp = out.with_name(out.name + ".tmp")
-        rows, trajectories, sample = _write_parquet(fmt, store, tmp)
+        data_path = data_file(uuid.uuid4().hex[:12])
+        rows, trajectories, sample = _write_parquet(fmt, store, tmp, data_path)
         card = render_card(
             format_name=format_name,
+            data_path=data_path,
             rows=rows,
             config=store.read_config(),
             graph_description=graph.description,
@@ -105,7 +108,9 @@ def export_run(run_dir: Path | str, graph: SynthGraph, format_name: str, out_dir
     return ExportResult(format_name, out, rows, trajectories, reason)
 
 
-def _write_parquet(fmt: ExportFormat, store: RunStore, tmp: Path) -> tuple[int, int, dict[str, Any] | None]:
+def _write_parquet(
+    fmt: ExportFormat, store: RunStore, tmp: Path, data_path: str
+) -> tuple[int, int, dict[str, Any] | None]:
     """Stream rows into ``tmp/data``; returns (rows, ok trajectories seen, the first row as a sample)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -116,7 +121,7 @@ def _write_parquet(fmt: ExportFormat, store: RunStore, tmp: Path) -> tuple[int, 
     (tmp / "data").mkdir(parents=True)
     rows = trajectories = 0
     sample: dict[str, Any] | None = None
-    with pq.ParquetWriter(tmp / "data" / "train-00000-of-00001.parquet", schema) as writer:
+    with pq.ParquetWriter(tmp / data_path, schema) as writer:
         for batch, seen in _batches(fmt, store):
             trajectories += seen
             if batch:

@@ -9,7 +9,7 @@ formats. Graph state holds JSON-native values only, so any LangGraph checkpointe
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypedDict
 
@@ -124,10 +124,13 @@ def failed(step: Step, *, fatal: bool = True) -> dict[str, Any]:
     return update
 
 
-def unless_stopped(next_node: str, end: str) -> Callable[[Mapping[str, Any]], str]:
-    """Router: go to ``next_node`` unless an earlier node set ``stop_reason``."""
+def unless_stopped(next_node: str, end: str) -> Callable[[Mapping[str, Any]], Awaitable[str]]:
+    """Router: go to ``next_node`` unless an earlier node set ``stop_reason``.
 
-    def route(state: Mapping[str, Any]) -> str:
+    Async on purpose: LangGraph runs a sync router in a thread pool (a thread hop per edge per row).
+    """
+
+    async def route(state: Mapping[str, Any]) -> str:
         return end if state.get("stop_reason") else next_node
 
     route.__name__ = f"to_{next_node}_unless_stopped"

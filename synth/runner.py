@@ -13,15 +13,16 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
 from synth import __version__
+from synth.cache import CALL_SCOPE
+from synth.checkpoints import InlineSqliteSaver
 from synth.graph import ModelSet, SynthGraph, steps_of
 from synth.inputs import SeedRow
+from synth.logs import redact, secret_values
 from synth.store import RunStore
 from synth.trajectory import Provenance, Trajectory, Usage, content_hash, row_key, trajectory_id, utc_now
 
@@ -36,6 +37,8 @@ class RunSummary:
     skipped: int = 0
     usage: Usage = field(default_factory=Usage)
     elapsed_s: float = 0.0
+    #: Per model spec: calls, retries, errors by type, cache hits (filled by the session).
+    clients: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def written(self) -> int:
@@ -75,6 +78,8 @@ class Runner:
         self.concurrency = concurrency
         self.checkpoints = checkpoints
         self.fingerprint = run_fingerprint(graph, self.options, models.specs)
+        self._secrets = secret_values()
+        self._resumable: set[str] = set()
         self._provenance = Provenance(
             graph=graph.name,
             graph_version=graph.version,
@@ -92,18 +97,26 @@ class Runner:
         limit: int | None = None,
         retry_failed: bool = False,
         on_record: Callable[[Trajectory], None] | None = None,
+        on_skip: Callable[[], None] | None = None,
     ) -> RunSummary:
-        """Process ``rows`` (lazily consumed). ``retry_failed`` re-runs only rows stored as failed."""
+        """Process ``rows`` (lazily consumed). ``retry_failed`` re-runs only rows stored as failed.
+
+        ``on_record`` sees each record once it is stored; ``on_skip`` is called for each row skipped
+        because its record already exists (or, with ``retry_failed``, because it did not fail).
+        """
         summary = RunSummary()
         started = time.perf_counter()
         compiled = self.graph.build(self.models, **self.options)
         queue: asyncio.Queue[Trajectory | None] = asyncio.Queue(maxsize=self.concurrency * 2)
-        async with self._checkpointer() as saver:
+        with self._checkpointer() as saver:
+            self._resumable = saver.thread_ids() if saver is not None else set()
             if saver is not None:
                 compiled = compiled.copy(update={"checkpointer": saver})
             writer = asyncio.create_task(self._writer(queue, saver, summary, on_record))
             try:
-                await self._feed(compiled, rows, queue, summary, limit=limit, retry_failed=retry_failed)
+                await self._feed(
+                    compiled, rows, queue, summary, limit=limit, retry_failed=retry_failed, on_skip=on_skip
+                )
             finally:
                 await queue.put(None)
                 await writer
@@ -119,6 +132,7 @@ class Runner:
         *,
         limit: int | None,
         retry_failed: bool,
+        on_skip: Callable[[], None] | None,
     ) -> None:
         failed = self.store.failed_ids()
         done = self.store.finished_ids() | (set() if retry_failed else failed)
@@ -134,14 +148,17 @@ class Runner:
                 occurrences[key] += 1
                 if tid in done or (retry_failed and tid not in failed):
                     summary.skipped += 1
+                    if on_skip is not None:
+                        on_skip()
                     continue
                 if row.error:
                     await queue.put(self._trajectory(tid, row, {}, error=row.error))
                     continue
                 await slots.acquire()
-                task = asyncio.create_task(self._run_row(compiled, tid, row, queue))
+                scope = f"{key}#{occurrences[key] - 1}"
+                task = asyncio.create_task(self._run_row(compiled, tid, scope, row, queue))
                 tasks.add(task)
-                task.add_done_callback(lambda t: (slots.release(), tasks.discard(t)))
+                task.add_done_callback(lambda t: _row_done(t, slots, tasks))
             if tasks:
                 await asyncio.gather(*tasks)
         except BaseException:
@@ -150,20 +167,32 @@ class Runner:
             raise
 
     async def _run_row(
-        self, compiled: Any, tid: str, row: SeedRow, queue: asyncio.Queue[Trajectory | None]
+        self, compiled: Any, tid: str, scope: str, row: SeedRow, queue: asyncio.Queue[Trajectory | None]
     ) -> None:
+        CALL_SCOPE.set(scope)  # this task's context: the call cache keys every call of the row by it
         config = {"configurable": {"thread_id": tid}, "recursion_limit": 200}
         started = utc_now()
+        saver = compiled.checkpointer if self.checkpoints else None
+        if saver is not None and tid not in self._resumable:
+            saver.expect_new(tid)
         try:
             final = await self._invoke(compiled, config, row)
             trajectory = self._trajectory(tid, row, final, started=started)
         except Exception as exc:  # a bug or an unexpected backend error: the row fails, the run goes on
             state = await self._saved_state(compiled, config)
-            trajectory = self._trajectory(tid, row, state, error=error_chain(exc), started=started)
+            try:
+                trajectory = self._trajectory(tid, row, state, error=error_chain(exc), started=started)
+            except Exception:  # the saved state itself is unusable: keep the row, without its steps
+                trajectory = self._trajectory(tid, row, {}, error=error_chain(exc), started=started)
+        finally:
+            if saver is not None:
+                saver.forget(tid)
         await queue.put(trajectory)
 
     async def _invoke(self, compiled: Any, config: dict[str, Any], row: SeedRow) -> dict[str, Any]:
-        if self.checkpoints:
+        tid = config["configurable"]["thread_id"]
+        if self.checkpoints and tid in self._resumable:  # only rows a previous run left checkpoints for
+            self._resumable.discard(tid)
             snapshot = await compiled.aget_state(config)
             # Interrupted mid-graph: resume from the last node. A kill right after the input checkpoint
             # leaves no `next` but a finished __start__ task whose writes are pending: resume that too.
@@ -173,7 +202,10 @@ class Runner:
                 return dict(snapshot.values)
         # "sync" durability: a node's checkpoint is on disk before the next node starts, so a SIGKILL at
         # any moment leaves a state the row can resume from (the default "async" mode can lose it).
+        # Without a checkpointer LangGraph must not be given a durability (it fails on it).
         state = self.graph.initial_state(dict(row.data))
+        if not self.checkpoints:
+            return await compiled.ainvoke(state, config)  # type: ignore[no-any-return]
         return await compiled.ainvoke(state, config, durability="sync")  # type: ignore[no-any-return]
 
     async def _saved_state(self, compiled: Any, config: dict[str, Any]) -> dict[str, Any]:
@@ -189,6 +221,10 @@ class Runner:
         steps = steps_of(state)
         usage = sum((s.usage for s in steps), Usage())
         error = error or state.get("error")
+        if error and self._secrets:  # servers may echo the key they were sent in an error message
+            error = redact(error, self._secrets)
+            for step in steps:
+                step.error = redact(step.error, self._secrets) if step.error else step.error
         extra: dict[str, Any] = {}
         if error is None:
             extra = self.graph.to_trajectory(state)
@@ -226,21 +262,26 @@ class Runner:
             if not batch:
                 continue
             await asyncio.to_thread(self.store.write, batch)
+            if saver is not None:  # the records are durable: their checkpoints are no longer needed
+                saver.delete_threads(t.id for t in batch)
             for trajectory in batch:
                 summary.counts[trajectory.status] += 1
                 summary.usage = summary.usage + trajectory.usage
-                if saver is not None:  # the record is durable: its checkpoints are no longer needed
-                    await saver.adelete_thread(trajectory.id)
                 if on_record is not None:
                     on_record(trajectory)
 
-    @contextlib.asynccontextmanager
-    async def _checkpointer(self) -> AsyncIterator[Any]:
+    @contextlib.contextmanager
+    def _checkpointer(self) -> Iterator[InlineSqliteSaver | None]:
         if not self.checkpoints:
             yield None
             return
-        async with AsyncSqliteSaver.from_conn_string(str(self.store.checkpoint_path)) as saver:
+        with InlineSqliteSaver.open(self.store.checkpoint_path) as saver:
             yield saver
+
+
+def _row_done(task: asyncio.Task[None], slots: asyncio.Semaphore, tasks: set[asyncio.Task[None]]) -> None:
+    slots.release()
+    tasks.discard(task)
 
 
 def error_chain(exc: BaseException, limit: int = 5) -> str:

@@ -1,11 +1,16 @@
 """One ``synth run``: resolve the graph and models, open and lock the run folder, show progress, run.
 
 Kept apart from the CLI so tests and notebooks run exactly what the command runs (``await
-run_session(request)``), and apart from the runner, which knows nothing of folders, locks or terminals.
+run_session(request)``), and apart from the runner, which knows nothing of folders, locks, caches, logs
+or terminals.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import importlib.util
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +27,18 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from synth.errors import RunFolderError
+from synth.cache import CallCache
+from synth.errors import RunFolderError, SynthError
 from synth.graph import ModelSet, SynthGraph
 from synth.inputs import count_rows, read_rows
-from synth.registry import load_graph
+from synth.logs import RunLog, error_kind
+from synth.registry import available, load_graph
 from synth.runner import Runner, RunSummary, run_fingerprint
 from synth.store import RunLock, RunStore
 from synth.trajectory import Trajectory
+
+CACHE_FILE = "calls.sqlite"
+LOG_FILE = "log.jsonl"
 
 
 class RunRequest(BaseModel):
@@ -46,26 +56,51 @@ class RunRequest(BaseModel):
     max_calls: int = 32
     timeout: float = 120.0
     retries: int = 5
+    backoff: float = 0.5
     api_key_env: str | None = None
     force: bool = False
     new: bool = False
     retry_failed: bool = False
     checkpoints: bool = True
+    cache: bool = True
+    adaptive: bool = False
 
 
-def build_models(specs: dict[str, str], request: RunRequest) -> ModelSet:
-    """One managed client per distinct spec, shared by the roles that use it."""
+def resolve_graph(ref: str) -> SynthGraph:
+    """A registered name (``coevol``), or ``package.module:NAME`` / ``path/file.py:NAME`` for any graph."""
+    if ref in available() or ":" not in ref:
+        return load_graph(ref)
+    target, _, attribute = ref.rpartition(":")
+    if target.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+        if spec is None or spec.loader is None or not Path(target).is_file():
+            raise SynthError(f"graph file {target} does not exist")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    graph = getattr(module, attribute, None)
+    if not isinstance(graph, SynthGraph):
+        raise SynthError(f"{ref} is {type(graph).__name__}, not a synth.graph.SynthGraph")
+    return graph
+
+
+def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | None = None) -> ModelSet:
+    """One managed client per distinct spec, shared by the roles that use it, all on the run's cache."""
     from synth.models import ClientOptions, make_client
 
     options = ClientOptions(
         max_concurrency=request.max_calls,
         timeout_s=request.timeout,
         max_retries=request.retries,
+        backoff_base_s=request.backoff,
+        adaptive=request.adaptive,
         api_key_env=request.api_key_env,
     )
     clients: dict[str, Any] = {}
     for spec in dict.fromkeys(specs.values()):
         clients[spec] = make_client(spec, options)
+        clients[spec].cache = cache
     by_role = {role: clients[spec] for role, spec in specs.items() if role != "default"}
     return ModelSet(default=clients[specs["default"]], by_role=by_role, specs=dict(specs))
 
@@ -94,55 +129,119 @@ def _fingerprint_of(folder: Path) -> str | None:
 
 
 async def run_session(request: RunRequest, console: Console | None = None) -> tuple[RunSummary, Path]:
+    """Run ``request`` to completion; returns the summary and the folder written (``--new`` may pick one)."""
     console = console or Console(stderr=True, quiet=True)
-    graph = load_graph(request.graph)
-    models = build_models(request.models, request)
+    graph = resolve_graph(request.graph)
+    models = build_models(request.models, request)  # before touching the folder: a bad spec or key fails here
     try:
         options = graph.resolve_options(request.options)
         fingerprint = run_fingerprint(graph, options, models.specs)
         folder = open_folder(request, graph, fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(folder)
-        lock.acquire()
-        store = RunStore(folder)
-        try:
-            if store.read_fingerprint() not in (None, fingerprint):
-                store.reset()
-            config = {
-                "graph": graph.name,
-                "graph_version": graph.version,
-                **request.model_dump(mode="json"),
-                "options": options,
-                "fingerprint": fingerprint,
-            }
-            store.write_config(config, fingerprint)
-            runner = Runner(
-                graph,
-                models,
-                store,
-                options=request.options,
-                concurrency=request.concurrency,
-                checkpoints=request.checkpoints,
-            )
-            rows = read_rows(request.input, graph.seed_model)
-            total = count_rows(request.input)
-            if request.limit is not None and total is not None:
-                total = min(total, request.limit)
-            with _progress(console) as progress:
-                task = progress.add_task(graph.name, total=total, ok=0, failed=0, tokens=0)
-                summary = await runner.run(
-                    rows,
-                    limit=request.limit,
-                    retry_failed=request.retry_failed,
-                    on_record=_advance(progress, task),
-                )
-        finally:
-            store.close()
-            lock.release()
+        with contextlib.ExitStack() as stack:
+            lock = RunLock(folder)
+            lock.acquire()
+            stack.callback(lock.release)
+            store = RunStore(folder)
+            stack.callback(store.close)
+            log = stack.enter_context(RunLog(folder / LOG_FILE, api_key_env=request.api_key_env))
+            try:
+                if store.read_fingerprint() not in (None, fingerprint):
+                    _reset(store)
+                config = {
+                    "graph": graph.name,
+                    "graph_version": graph.version,
+                    **request.model_dump(mode="json"),
+                    "options": options,
+                    "fingerprint": fingerprint,
+                }
+                store.write_config(config, fingerprint)
+                if request.cache:
+                    cache = CallCache(folder / CACHE_FILE)
+                    stack.callback(cache.close)  # runs first: flushes the cache before the lock goes
+                    for client in models.clients():
+                        client.cache = cache
+                log.event("run_start", config=config, already=store.counts())
+                summary = await _run(request, graph, models, store, log, console)
+            except BaseException as exc:
+                log.event("run_aborted", error=f"{type(exc).__name__}: {exc}"[:1000])
+                raise
     finally:
         for client in models.clients():
+            client.cache = None
             await client.close()
     return summary, folder
+
+
+def _reset(store: RunStore) -> None:
+    """``--force`` on a changed configuration: forget records and checkpoints (WAL files included, or
+    SQLite would replay the old checkpoints into the new file). The call cache stays: its keys are the
+    requests themselves, so whatever still matches is still right."""
+    store.reset()
+    for suffix in ("-wal", "-shm"):
+        store.checkpoint_path.with_name(store.checkpoint_path.name + suffix).unlink(missing_ok=True)
+
+
+async def _run(
+    request: RunRequest, graph: SynthGraph, models: ModelSet, store: RunStore, log: RunLog, console: Console
+) -> RunSummary:
+    runner = Runner(
+        graph,
+        models,
+        store,
+        options=request.options,
+        concurrency=request.concurrency,
+        checkpoints=request.checkpoints,
+    )
+    rows = read_rows(request.input, graph.seed_model)
+    total = count_rows(request.input)
+    if request.limit is not None and total is not None:
+        total = min(total, request.limit)
+    with _progress(console) as progress:
+        bar = _RunProgress(progress, total, graph.name, log)
+        summary = await runner.run(
+            rows,
+            limit=request.limit,
+            retry_failed=request.retry_failed,
+            on_record=bar.on_record,
+            on_skip=bar.on_skip,
+        )
+        bar.finish()
+    summary.clients = client_report(models)
+    log.event(
+        "run_end",
+        counts=dict(summary.counts),
+        skipped=summary.skipped,
+        usage=summary.usage.model_dump(),
+        elapsed_s=round(summary.elapsed_s, 3),
+        rows_per_s=round(summary.written / summary.elapsed_s, 3) if summary.elapsed_s else None,
+        clients=summary.clients,
+        totals=store.counts(),
+    )
+    return summary
+
+
+def client_report(models: ModelSet) -> dict[str, dict[str, Any]]:
+    """Per model spec: calls, retries, errors by type, backoff, cache hits (the log's retries summary)."""
+    report: dict[str, dict[str, Any]] = {}
+    for client in models.clients():
+        stats = client.stats()
+        report[getattr(client, "spec", "") or type(client).__name__] = {
+            "calls": stats.calls,
+            "ok": stats.ok,
+            "failed": stats.failed,
+            "attempts": stats.attempts,
+            "retries": stats.retries,
+            "backoff_s": round(stats.backoff_s, 3),
+            "errors": dict(stats.errors),
+            "cache_hits": stats.cache_hits,
+            "max_in_flight": stats.max_in_flight,
+            "concurrency_limit": client.concurrency_limit(),
+            "mean_latency_s": round(stats.mean_latency_s, 4),
+            "prompt_tokens": stats.prompt_tokens,
+            "completion_tokens": stats.completion_tokens,
+        }
+    return report
 
 
 def _progress(console: Console) -> Progress:
@@ -150,9 +249,9 @@ def _progress(console: Console) -> Progress:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("ok {task.fields[ok]} failed {task.fields[failed]}"),
+        TextColumn("ok {task.fields[ok]} failed {task.fields[failed]} filtered {task.fields[filtered]}"),
         _RateColumn(),
-        TextColumn("{task.fields[tokens]} tok"),
+        _TokenRateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -163,15 +262,48 @@ def _progress(console: Console) -> Progress:
 class _RateColumn(ProgressColumn):
     def render(self, task: Any) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} rows/s" if speed else "- rows/s")
+        return Text(f"{speed:.1f} rows/s" if speed else "- rows/s")
 
 
-def _advance(progress: Progress, task: Any) -> Any:
-    counts = {"ok": 0, "failed": 0, "filtered": 0, "tokens": 0}
+class _TokenRateColumn(ProgressColumn):
+    def render(self, task: Any) -> Text:
+        tokens, elapsed = task.fields.get("tokens", 0), task.elapsed
+        rate = f"{tokens / elapsed:.0f} tok/s" if elapsed else "- tok/s"
+        return Text(f"{tokens} tok, {rate}")
 
-    def on_record(trajectory: Trajectory) -> None:
-        counts[trajectory.status] += 1
-        counts["tokens"] += trajectory.usage.total_tokens
-        progress.update(task, advance=1, ok=counts["ok"], failed=counts["failed"], tokens=counts["tokens"])
 
-    return on_record
+class _RunProgress:
+    """Feeds the progress bar and the log from the runner's callbacks (both run on the event loop)."""
+
+    def __init__(self, progress: Progress, total: int | None, description: str, log: RunLog) -> None:
+        self.progress, self.log, self.total = progress, log, total
+        self.counts: dict[str, Any] = {"ok": 0, "failed": 0, "filtered": 0, "tokens": 0}
+        self.task = progress.add_task(description, total=total, **self.counts)
+        self._last = 0.0
+
+    def on_record(self, trajectory: Trajectory) -> None:
+        self.counts[trajectory.status] += 1
+        self.counts["tokens"] += trajectory.usage.total_tokens
+        if trajectory.status == "failed":
+            self.log.event(
+                "row_failed",
+                id=trajectory.id,
+                source=trajectory.source,
+                kind=error_kind(trajectory.error, trajectory.source),
+                error=(trajectory.error or "")[:1000],
+            )
+        self.progress.advance(self.task)
+        # Rich redraws ~10 times a second; refreshing its fields on every row would cost CPU at 300 rows/s.
+        now = time.monotonic()
+        if now - self._last >= 0.1:
+            self._last = now
+            self.progress.update(self.task, **self.counts)
+
+    def on_skip(self) -> None:
+        """A row already done is no work left: shrink the total rather than advance (keeps ETA honest)."""
+        if self.total:
+            self.total -= 1
+            self.progress.update(self.task, total=self.total)
+
+    def finish(self) -> None:
+        self.progress.update(self.task, **self.counts)

@@ -82,7 +82,8 @@ def test_empty_export_is_valid_and_says_why(tmp_path: Path) -> None:
     import pyarrow.parquet as pq
     from datasets import Dataset
 
-    table = pq.read_table(tmp_path / "dpo" / "data" / "train-00000-of-00001.parquet")
+    (data_file,) = (tmp_path / "dpo" / "data").glob("*.parquet")
+    table = pq.read_table(data_file)
     dataset = Dataset(table)
     assert len(dataset) == 0 and dataset.column_names == ["id", "prompt", "chosen", "rejected"]
     assert dataset.features["chosen"] == GRAPH.exports["dpo"].features()["chosen"]
@@ -140,7 +141,8 @@ def test_export_writes_a_dataset_card_with_hub_front_matter(run_dir: Path, tmp_p
     export_run(run_dir, GRAPH, "dpo", tmp_path / "dpo")
     card = (tmp_path / "dpo" / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
-    assert front["configs"][0]["data_files"][0]["path"] == "data/train-*.parquet"
+    (data_path,) = [p.relative_to(tmp_path / "dpo").as_posix() for p in (tmp_path / "dpo").glob("data/*")]
+    assert front["configs"][0]["data_files"][0]["path"] == data_path
     assert front["size_categories"] == ["n<1K"] and "synthetic" in front["tags"]
     assert {"license", "language", "task_categories"} <= set(front)
     assert "`judge`: `" in card and "failed 1, ok 6" in card and "Rows in this export: 3" in card

@@ -6,21 +6,22 @@ row using it), applies a per-attempt timeout, retries transient failures with ji
 backoff (honouring ``Retry-After``), merges default sampling parameters, and counts tokens, calls,
 retries, errors and latency. Client errors (4xx other than 408/429) are never retried: repeating a bad
 request only burns quota.
+
+It is also where the run's call cache (:mod:`synth.cache`) sits, *outside* the concurrency slots: a hit
+never waits for a slot nor counts as a backend call. The sample index a role passes under
+:data:`~synth.recording.SAMPLE_KEY` is consumed here (it is part of the cache key) and never sent to a
+backend, which would reject the unknown parameter.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import random
 import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
-import openai
 from autogen_core import CancellationToken
 from autogen_core.models import (
     ChatCompletionClient,
@@ -31,100 +32,40 @@ from autogen_core.models import (
     RequestUsage,
 )
 from autogen_core.tools import Tool, ToolSchema
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from pydantic import BaseModel
 
-from synth.models.base import SAMPLING_KEYS, ScoreRequest, SupportsLogprobs
+from synth.cache import CallCache, call_key, score_key
+from synth.logs import redact_error
+from synth.models.base import ScoreRequest, SupportsLogprobs
+from synth.models.limiter import AdaptiveLimit
+from synth.models.policy import (
+    ClientOptions,
+    ClientStats,
+    backoff_s,
+    is_overload,
+    is_retryable,
+    retry_after_s,
+)
+from synth.recording import SAMPLE_KEY
+
+__all__ = [
+    "ClientOptions",
+    "ClientStats",
+    "ManagedClient",
+    "ManagedLogprobsClient",
+    "is_retryable",
+    "retry_after_s",
+]
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[Any]]
 
-
-class ClientOptions(BaseModel):
-    """Operational options for one model client. Holds no secrets: only the *name* of the key variable."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_concurrency: int = Field(default=16, ge=1, description="calls in flight at once, across all rows")
-    timeout_s: float | None = Field(default=120.0, gt=0, description="per attempt; None = no limit")
-    max_retries: int = Field(default=5, ge=0, description="retries after the first attempt")
-    backoff_base_s: float = Field(
-        default=0.5, ge=0, description="first backoff; doubles each retry, jittered"
-    )
-    backoff_max_s: float = Field(default=30.0, ge=0)
-    retry_after_max_s: float = Field(default=120.0, ge=0, description="cap on a server's Retry-After")
-    sampling: dict[str, Any] = Field(default_factory=dict, description="defaults; per-call values win")
-    api_key_env: str | None = Field(
-        default=None, description="env var with the API key (default OPENAI_API_KEY)"
-    )
-    model_info: dict[str, Any] = Field(default_factory=dict, description="overrides of autogen's ModelInfo")
-    backend_options: dict[str, Any] = Field(
-        default_factory=dict, description="extra backend constructor kwargs"
-    )
-
-    @field_validator("sampling")
-    @classmethod
-    def _known_sampling(cls, value: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(value) - set(SAMPLING_KEYS)
-        if unknown:
-            raise ValueError(
-                f"unknown sampling keys {sorted(unknown)}; every backend understands {SAMPLING_KEYS}"
-            )
-        return value
-
-
-@dataclass(frozen=True)
-class ClientStats:
-    """A snapshot of one client's accounting. ``errors`` counts failed attempts by exception type."""
-
-    calls: int = 0
-    ok: int = 0
-    failed: int = 0
-    cancelled: int = 0
-    attempts: int = 0
-    retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    backoff_s: float = 0.0
-    in_flight: int = 0
-    max_in_flight: int = 0
-    errors: Mapping[str, int] = field(default_factory=dict)
-
-    @property
-    def mean_latency_s(self) -> float:
-        """Mean duration of the successful attempt of each successful call."""
-        return self.latency_s / self.ok if self.ok else 0.0
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Transient: 408/429/5xx, connection errors and timeouts. Not retried: other 4xx, quota exhaustion."""
-    if isinstance(exc, openai.APIStatusError):
-        if exc.status_code == 429:
-            return getattr(exc, "code", None) != "insufficient_quota"  # retrying cannot refill a quota
-        return exc.status_code >= 500 or exc.status_code == 408
-    return isinstance(exc, openai.APIConnectionError | TimeoutError | ConnectionError)
-
-
-def retry_after_s(exc: BaseException) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` / ``Retry-After`` (delta-seconds or HTTP-date), if present."""
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    try:
-        if headers.get("retry-after-ms"):
-            return max(0.0, float(headers["retry-after-ms"]) / 1000.0)
-        value = headers.get("retry-after")
-        if not value:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, OverflowError):
-        return None
+_COUNTERS = (
+    "calls", "ok", "failed", "cancelled", "attempts", "retries", "prompt_tokens", "completion_tokens",
+    "latency_s", "backoff_s", "in_flight", "max_in_flight", "cache_hits",
+)  # fmt: skip
+_FLOAT_COUNTERS = {"latency_s", "backoff_s"}
+Slots = asyncio.Semaphore | AdaptiveLimit
 
 
 class ManagedClient(ChatCompletionClient):
@@ -146,18 +87,21 @@ class ManagedClient(ChatCompletionClient):
         *,
         spec: str = "",
         sleep: Sleep | None = None,
+        cache: CallCache | None = None,
     ) -> None:
         self.inner = inner
         self.options = options or ClientOptions()
         self.spec = spec
+        #: The run's call cache (set per run folder by :func:`synth.session.build_models`); None = off.
+        self.cache = cache
         self._sleep: Sleep = sleep if sleep is not None else asyncio.sleep
         # One semaphore per event loop: asyncio primitives are loop-bound, and a client may outlive one
         # asyncio.run() (CLI phases, tests) or be used from several loops (threads, Ray actors).
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Slots] = (
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
-        self._stats = ClientStats()
+        self._counts: dict[str, float] = dict.fromkeys(_COUNTERS, 0)
         self._errors: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -169,22 +113,31 @@ class ManagedClient(ChatCompletionClient):
     # -- accounting -------------------------------------------------------------------------------------
     def stats(self) -> ClientStats:
         with self._lock:
-            return replace(self._stats, errors=dict(self._errors))
+            counts = {k: (v if k in _FLOAT_COUNTERS else int(v)) for k, v in self._counts.items()}
+            return ClientStats(**counts, errors=dict(self._errors))  # type: ignore[arg-type]
 
     def _add(self, **deltas: float) -> None:
+        # Plain counters under a lock: this runs several times per call, at hundreds of calls a second.
         with self._lock:
-            s = self._stats
-            values = {k: getattr(s, k) + v for k, v in deltas.items()}
-            if "in_flight" in values:
-                values["max_in_flight"] = max(s.max_in_flight, values["in_flight"])
-            self._stats = replace(s, **values)
+            counts = self._counts
+            for key, value in deltas.items():
+                counts[key] += value
+            if "in_flight" in deltas and counts["in_flight"] > counts["max_in_flight"]:
+                counts["max_in_flight"] = counts["in_flight"]
 
-    def _semaphore(self) -> asyncio.Semaphore:
+    def _semaphore(self) -> Slots:
         loop = asyncio.get_running_loop()
         sem = self._semaphores.get(loop)
         if sem is None:
-            sem = self._semaphores[loop] = asyncio.Semaphore(self.options.max_concurrency)
+            ceiling = self.options.max_concurrency
+            sem = AdaptiveLimit(ceiling) if self.options.adaptive else asyncio.Semaphore(ceiling)
+            self._semaphores[loop] = sem
         return sem
+
+    def concurrency_limit(self) -> int:
+        """Calls currently allowed in flight (this loop's adaptive limit, else ``max_concurrency``)."""
+        limits = [s.allowed for s in list(self._semaphores.values()) if isinstance(s, AdaptiveLimit)]
+        return max(limits) if limits else self.options.max_concurrency
 
     def _error(self, exc: BaseException) -> None:
         with self._lock:
@@ -200,19 +153,6 @@ class ManagedClient(ChatCompletionClient):
         )
 
     # -- retry machinery --------------------------------------------------------------------------------
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        hinted = retry_after_s(exc) if exc is not None else None
-        if hinted is not None:
-            delay = min(hinted, self.options.retry_after_max_s)
-        else:  # "equal jitter": half fixed, half random — never ~0, yet decorrelated across rows
-            ceiling = min(
-                self.options.backoff_max_s, self.options.backoff_base_s * 2 ** (state.attempt_number - 1)
-            )
-            delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-        self._add(retries=1, backoff_s=delay)
-        return delay
-
     async def _attempt(self, op: Callable[[], Awaitable[T]], *, keep_slot: bool = False) -> tuple[T, float]:
         """One attempt: take a concurrency slot (never held during backoff), apply the timeout, count errors.
 
@@ -225,17 +165,23 @@ class ManagedClient(ChatCompletionClient):
         start = time.perf_counter()
         ok = False
         try:
-            result = await asyncio.wait_for(op(), self.options.timeout_s)
+            async with asyncio.timeout(self.options.timeout_s):  # no extra task, unlike wait_for
+                result = await op()
             ok = True
-            return result, time.perf_counter() - start
+            latency = time.perf_counter() - start
+            if isinstance(sem, AdaptiveLimit):
+                sem.on_success(latency)
+            return result, latency
         except Exception as exc:
             self._error(exc)
+            if isinstance(sem, AdaptiveLimit) and is_overload(exc):
+                sem.on_overload()
             raise
         finally:
             if not (ok and keep_slot):
                 self._release(sem)
 
-    def _release(self, sem: asyncio.Semaphore) -> None:
+    def _release(self, sem: Slots) -> None:
         self._add(in_flight=-1)
         sem.release()
 
@@ -243,40 +189,67 @@ class ManagedClient(ChatCompletionClient):
         self, op: Callable[[], Awaitable[T]], *, keep_slot: bool = False
     ) -> tuple[T, float]:
         """Run ``op`` under the retry policy; on final failure re-raise the last error (type and status
-        kept) with a note that lists every attempt, so logs show the whole story."""
+        kept) with a note that lists every attempt, so logs show the whole story.
+
+        A plain loop rather than tenacity: the first attempt (the common case) costs nothing extra."""
         self._add(calls=1)
         history: list[str] = []
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.options.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(is_retryable),
-            sleep=self._sleep,
-            reraise=True,
-        )
         try:
-            async for attempt in retrying:
-                with attempt:
-                    try:
-                        return await self._attempt(op, keep_slot=keep_slot)
-                    except Exception as exc:
-                        history.append(f"attempt {len(history) + 1}: {type(exc).__name__}: {exc}"[:300])
+            while True:
+                try:
+                    return await self._attempt(op, keep_slot=keep_slot)
+                except Exception as exc:
+                    history.append(f"attempt {len(history) + 1}: {type(exc).__name__}: {exc}"[:300])
+                    if len(history) > self.options.max_retries or not is_retryable(exc):
                         raise
+                    delay = backoff_s(self.options, exc, len(history))
+                    self._add(retries=1, backoff_s=delay)
+                await self._sleep(delay)
         except asyncio.CancelledError:
             self._add(cancelled=1)
             raise
         except Exception as exc:
             self._add(failed=1)
-            if history:
-                verdict = "not retryable" if not is_retryable(exc) else "retries exhausted"
-                exc.add_note(
-                    f"[{self.spec or 'model'}] {verdict} after {len(history)} attempt(s):\n  "
-                    + "\n  ".join(history)
-                )
+            redact_error(exc, history)
+            verdict = "not retryable" if not is_retryable(exc) else "retries exhausted"
+            attempts = "\n  ".join(history)
+            exc.add_note(f"[{self.spec or 'model'}] {verdict} after {len(history)} attempt(s):\n  {attempts}")
             raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _args(self, extra_create_args: Mapping[str, Any]) -> dict[str, Any]:
-        return {**self.options.sampling, **extra_create_args}
+    def _args(self, extra_create_args: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+        """Request arguments (defaults overlaid by the call's) without the sample index, and that index."""
+        args = {**self.options.sampling, **extra_create_args}
+        sample = args.pop(SAMPLE_KEY, 0)
+        return args, int(sample or 0)
+
+    def _cache_key(
+        self,
+        messages: Sequence[LLMMessage],
+        args: Mapping[str, Any],
+        sample: int,
+        json_output: bool | type[BaseModel] | None,
+        tools: Sequence[Tool | ToolSchema],
+        tool_choice: Tool | Literal["auto", "required", "none"],
+    ) -> str | None:
+        if self.cache is None:
+            return None
+        return call_key(
+            self.spec,
+            messages,
+            args,
+            sample=sample,
+            json_output=json_output,
+            tools=tools,
+            tool_choice=tool_choice,
+        )
+
+    def _cached(self, key: str | None) -> CreateResult | None:
+        if key is None or self.cache is None:
+            return None
+        hit = self.cache.get_result(key)
+        if hit is not None:
+            self._add(cache_hits=1)
+        return hit
 
     # -- ChatCompletionClient ---------------------------------------------------------------------------
     async def create(
@@ -289,7 +262,11 @@ class ManagedClient(ChatCompletionClient):
         extra_create_args: Mapping[str, Any] = {},
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
-        args = self._args(extra_create_args)
+        args, sample = self._args(extra_create_args)
+        key = self._cache_key(messages, args, sample, json_output, tools, tool_choice)
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
 
         def op() -> Awaitable[CreateResult]:
             return self.inner.create(
@@ -303,6 +280,8 @@ class ManagedClient(ChatCompletionClient):
 
         result, latency = await self._with_retries(op)
         self._record_result(result, latency)
+        if key is not None and self.cache is not None:
+            self.cache.put_result(key, result)
         return result
 
     async def create_stream(  # type: ignore[override]
@@ -316,8 +295,14 @@ class ManagedClient(ChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> AsyncGenerator[str | CreateResult, None]:
         """Retried until the first chunk arrives (nothing was shown yet); later failures propagate.
-        The timeout applies to each wait for the next chunk; the slot is held for the whole stream."""
-        args = self._args(extra_create_args)
+        The timeout applies to each wait for the next chunk; the slot is held for the whole stream.
+        A cached call replays as its final result alone; a finished stream's final result is cached."""
+        args, sample = self._args(extra_create_args)
+        key = self._cache_key(messages, args, sample, json_output, tools, tool_choice)
+        hit = self._cached(key)
+        if hit is not None:
+            yield hit
+            return
         timeout = self.options.timeout_s
 
         async def open_stream() -> tuple[AsyncGenerator[str | CreateResult, None], str | CreateResult]:
@@ -344,6 +329,8 @@ class ManagedClient(ChatCompletionClient):
             while True:
                 if isinstance(item, CreateResult):
                     self._record_result(item, latency + time.perf_counter() - start)
+                    if key is not None and self.cache is not None:
+                        self.cache.put_result(key, item)
                 yield item
                 try:
                     item = await asyncio.wait_for(anext(gen), timeout)
@@ -387,8 +374,21 @@ class ManagedLogprobsClient(ManagedClient):
     """A :class:`ManagedClient` over a backend with exact log-probabilities; scoring shares the limits."""
 
     async def continuation_nll(self, requests: Sequence[ScoreRequest]) -> list[float]:
+        """Scores, with each request looked up in the call cache; only the misses reach the backend."""
         inner = self.inner
         assert isinstance(inner, SupportsLogprobs)
-        result, latency = await self._with_retries(lambda: inner.continuation_nll(requests))
-        self._add(ok=1, latency_s=latency)
-        return result
+        cache = self.cache
+        keys = [score_key(self.spec, r.messages, r.continuation) for r in requests] if cache else []
+        scores: list[float | None] = [cache.get_score(k) for k in keys] if cache else [None] * len(requests)
+        missing = [i for i, s in enumerate(scores) if s is None]
+        if cache and len(missing) < len(requests):
+            self._add(cache_hits=len(requests) - len(missing))
+        if missing:
+            todo = [requests[i] for i in missing]
+            result, latency = await self._with_retries(lambda: inner.continuation_nll(todo))
+            self._add(ok=1, latency_s=latency)
+            for i, score in zip(missing, result, strict=True):
+                scores[i] = score
+                if cache:
+                    cache.put_score(keys[i], score)
+        return [float(s) for s in scores if s is not None]

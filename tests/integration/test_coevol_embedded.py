@@ -1,4 +1,4 @@
-"""One CoEvol row on the real embedded model: every step schema-valid, the trajectory stored and exportable."""
+"""One CoEvol row on the real embedded model: schema-valid steps, the trajectory stored."""
 
 from __future__ import annotations
 

@@ -1,0 +1,135 @@
+"""Peak memory of ``synth run`` against input size: RSS must stay flat (growth <= 200 MB at 100k rows).
+
+Run ``python bench/memory.py`` (``--sizes 1000 10000 100000``; 100k rows take ~10 minutes on 2 cores).
+Each size runs in a fresh child process — the one-role graph ``synth.testing.graphs:ECHO`` through
+:func:`synth.session.run_session` (records, checkpoints and call cache on, as in production), concurrency
+32, against one zero-latency loopback server process — and reports:
+
+* ``baseline_mb``: RSS after imports and a 50-row warm-up run (the engine's fixed cost),
+* ``peak_mb``: the process's peak RSS (``ru_maxrss``), and ``growth_mb`` = peak - baseline,
+* ``rss_samples_mb``: RSS sampled every second (a leak shows as a slope),
+* ``rows_per_s``.
+
+What grows with the input by design: the runner numbers duplicate rows with a ``Counter`` of row keys and,
+on a resumed run, loads the ids of stored records (a few dozen bytes per row each). Everything else is
+bounded by the concurrency (rows in flight, write batches) or lives in SQLite on disk.
+Results: bench/results/memory.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+RESULTS = REPO / "bench" / "results"
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child(rows: int, base_url: str, concurrency: int) -> dict[str, Any]:
+    """One measured run in this (fresh) process."""
+    from synth.session import RunRequest, run_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        seeds = Path(tmp) / "seeds.jsonl"
+        with seeds.open("w") as handle:
+            for i in range(rows):
+                text = f"row {i}: the quick brown fox jumps over the lazy dog"
+                handle.write(json.dumps({"text": text}) + "\n")
+
+        def request(out: str, limit: int | None = None) -> RunRequest:
+            return RunRequest(
+                graph="synth.testing.graphs:ECHO",
+                input=seeds,
+                out=Path(tmp) / out,
+                models={"default": f"openai:m@{base_url}"},
+                concurrency=concurrency,
+                max_calls=concurrency,
+                limit=limit,
+            )
+
+        asyncio.run(run_session(request("warmup", limit=50)))
+        baseline = _rss_mb()
+        # ru_maxrss cannot be reset: the warm-up's peak counts too, which only makes the growth pessimistic.
+        samples: list[float] = []
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(1.0):
+                samples.append(round(_rss_mb(), 1))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.perf_counter()
+        summary, _ = asyncio.run(run_session(request("run")))
+        elapsed = time.perf_counter() - started
+        stop.set()
+        sampler.join()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {
+            "rows": rows,
+            "ok": summary.counts.get("ok", 0),
+            "baseline_mb": round(baseline, 1),
+            "peak_mb": round(peak, 1),
+            "growth_mb": round(peak - baseline, 1),
+            "end_rss_mb": round(_rss_mb(), 1),
+            "rows_per_s": round(rows / elapsed, 1),
+            "rss_samples_mb": samples[:: max(1, len(samples) // 60)],
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child, args.url, args.concurrency)), flush=True)
+        return
+    from synth.testing.process import ServerProcess
+
+    results = []
+    with ServerProcess(responder="synth.testing.graphs:echo_responder") as server:
+        for rows in args.sizes:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(rows), "--url", server.base_url,
+                 "--concurrency", str(args.concurrency)],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+            result = json.loads(line[7:])
+            results.append(result)
+            print(
+                f"{rows:>7} rows: baseline {result['baseline_mb']:.0f} MB, peak {result['peak_mb']:.0f} MB, "
+                f"growth {result['growth_mb']:.0f} MB, {result['rows_per_s']:.0f} rows/s",
+                flush=True,
+            )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "memory.json"
+    previous = json.loads(path.read_text()).get("runs", []) if path.exists() else []
+    measured = {r["rows"] for r in results}  # keep other sizes' latest figures: sizes run separately
+    runs = sorted([*(r for r in previous if r["rows"] not in measured), *results], key=lambda r: r["rows"])
+    report = {"concurrency": args.concurrency, "load_avg": os.getloadavg(), "runs": runs}
+    path.write_text(json.dumps(report, indent=2))
+    print(f"wrote {RESULTS / 'memory.json'}")
+
+
+if __name__ == "__main__":
+    main()
