@@ -138,13 +138,13 @@ def export(
 ) -> None:
     """Export a run's ok trajectories as a Hugging Face dataset (parquet) that load_dataset(OUT) reads."""
     from synth.export import export_run
-    from synth.registry import load_graph
+    from synth.session import resolve_graph
     from synth.store import RunStore
 
     store = RunStore(run_dir)
     graph_name = store.read_config()["graph"]
     store.close()
-    result = export_run(run_dir, load_graph(graph_name), format, out)
+    result = export_run(run_dir, resolve_graph(graph_name), format, out)
     console.print(result.describe())
 
 
