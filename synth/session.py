@@ -85,6 +85,10 @@ def resolve_graph(ref: str) -> SynthGraph:
     return graph
 
 
+#: Minimum per-call timeout for in-process (``local:``) backends, whose calls wait for batches.
+LOCAL_TIMEOUT_S = 3600.0
+
+
 def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | None = None) -> ModelSet:
     """One managed client per distinct spec, shared by the roles that use it, all on the run's cache."""
     from synth.models import ClientOptions, make_client
@@ -99,7 +103,15 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
     )
     clients: dict[str, Any] = {}
     for spec in dict.fromkeys(specs.values()):
-        clients[spec] = make_client(spec, options)
+        # An in-process model queues requests behind whole batches on a shared CPU: a timeout there only
+        # re-enqueues work that is still running, so local backends get at least LOCAL_TIMEOUT_S.
+        local = spec.startswith("local:")
+        spec_options = (
+            options.model_copy(update={"timeout_s": max(options.timeout_s, LOCAL_TIMEOUT_S)})
+            if local
+            else options
+        )
+        clients[spec] = make_client(spec, spec_options)
         clients[spec].cache = cache
     by_role = {role: clients[spec] for role, spec in specs.items() if role != "default"}
     return ModelSet(default=clients[specs["default"]], by_role=by_role, specs=dict(specs))

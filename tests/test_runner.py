@@ -299,3 +299,17 @@ def test_status_reports_counts_errors_tokens_and_cost(tmp_path: Path, openai_ser
     assert "last run" in text and "rows/s" in text
     missing = CliRunner().invoke(app, ["status", str(tmp_path / "nothing")])
     assert missing.exit_code != 0 and not (tmp_path / "nothing").exists()
+
+
+@pytest.mark.slow
+def test_local_backends_get_a_long_timeout_and_remote_ones_keep_theirs(
+    tmp_path: Path, openai_server: Any
+) -> None:
+    from synth.session import LOCAL_TIMEOUT_S, build_models
+
+    request = RunRequest(graph="coevol", input=tmp_path / "x.jsonl", out=tmp_path / "run", timeout=5.0)
+    remote = f"openai:scripted@{openai_server.base_url}"
+    models = build_models({"default": remote, "judge": "local:gemma-3-270m"}, request)
+    assert models.for_role("judge").options.timeout_s == LOCAL_TIMEOUT_S
+    assert models.for_role("editor").options.timeout_s == 5.0
+    asyncio.run(models.default.close())
