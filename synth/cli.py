@@ -176,5 +176,5 @@ def main() -> None:
     try:
         app()
     except (SynthError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+        console.print(f"[red]error:[/] {exc}", soft_wrap=True)  # unwrapped: paths stay greppable
         raise SystemExit(2) from None
