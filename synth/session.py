@@ -105,12 +105,9 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
     for spec in dict.fromkeys(specs.values()):
         # An in-process model queues requests behind whole batches on a shared CPU: a timeout there only
         # re-enqueues work that is still running, so local backends get at least LOCAL_TIMEOUT_S.
-        local = spec.startswith("local:")
-        spec_options = (
-            options.model_copy(update={"timeout_s": max(options.timeout_s, LOCAL_TIMEOUT_S)})
-            if local
-            else options
-        )
+        spec_options = options
+        if spec.startswith("local:") and options.timeout_s is not None:  # None: no timeout at all
+            spec_options = options.model_copy(update={"timeout_s": max(options.timeout_s, LOCAL_TIMEOUT_S)})
         clients[spec] = make_client(spec, spec_options)
         clients[spec].cache = cache
     by_role = {role: clients[spec] for role, spec in specs.items() if role != "default"}
