@@ -148,6 +148,18 @@ def export(
     console.print(result.describe())
 
 
+@app.command("filter")
+def filter_run(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Filters YAML (a `filters:` list).")],
+) -> None:
+    """Re-apply filters to a run's records (no model is called); failing rows become `filtered` + reason."""
+    from synth.filters import apply_filters, load_config
+
+    counts = apply_filters(run_dir, load_config(config))
+    console.print(", ".join(f"{key}: {value}" for key, value in sorted(counts.items())) or "no ok records")
+
+
 @app.command()
 def status(
     run_dir: Annotated[Path, typer.Argument(help="Run folder.")],

@@ -116,6 +116,14 @@ class RunStore:
                 rows,
             )
 
+    def update(self, trajectories: Iterable[Trajectory]) -> None:
+        """Rewrite existing records in place (keeps their order: filters update while iterating)."""
+        rows = [(t.status, t.error, t.model_dump_json(), utc_now(), t.id) for t in trajectories]
+        with self._transaction():
+            self._db.executemany(
+                "UPDATE records SET status = ?, error = ?, record = ?, updated_at = ? WHERE id = ?", rows
+            )
+
     def status_of(self, trajectory_id: str) -> str | None:
         row = self._db.execute("SELECT status FROM records WHERE id = ?", (trajectory_id,)).fetchone()
         return row[0] if row else None
