@@ -31,6 +31,10 @@ from pydantic import BaseModel
 #: unbounded strings and arrays let a weak model ramble until the token budget runs out.
 DEFAULT_MAX_STRING_LENGTH = 100
 DEFAULT_MAX_ITEMS = 8
+#: A constrained row may not emit the same token more than this many times in a row. The base model
+#: falls into loops like ``"1000000000…"`` (one token per digit) that run a string to its length bound;
+#: in JSON such runs are never wanted, and cutting them saves the truncation retry.
+MAX_REPEAT = 6
 
 _NON_FREE_STRING_KEYS = ("enum", "const", "pattern", "format")
 
@@ -240,12 +244,12 @@ class RowProcessor(transformers.LogitsProcessor):
         if masked:
             assert self._bitmask is not None
             xgr.apply_token_bitmask_inplace(scores, self._bitmask, vocab_size=self.vocab_size, indices=masked)
-            if self.banned_ids is not None and len(self.banned_ids):
-                for i in masked:
-                    kept = scores[i, self.banned_ids].clone()
-                    scores[i, self.banned_ids] = float("-inf")
-                    if not torch.isfinite(scores[i]).any():  # the grammar needs a banned token: allow it
-                        scores[i, self.banned_ids] = kept
+            for i in masked:
+                self._ban(scores, i, self.banned_ids)
+                if input_ids.shape[1] >= MAX_REPEAT:
+                    last = input_ids[i, -MAX_REPEAT:]
+                    if bool((last == last[-1]).all()):  # "1000000000..." loop: force a different token
+                        self._ban(scores, i, last[-1:])
         for i, row in enumerate(self.rows):
             if row.done or row.temperature <= 0:
                 continue
@@ -254,6 +258,16 @@ class RowProcessor(transformers.LogitsProcessor):
             scores[i].fill_(float("-inf"))
             scores[i, token] = chosen if torch.isfinite(chosen) else 0.0
         return scores
+
+    @staticmethod
+    def _ban(scores: torch.Tensor, row: int, ids: torch.Tensor | None) -> None:
+        """Mask ``ids`` in ``row`` unless that leaves no allowed token (then the grammar wins)."""
+        if ids is None or not len(ids):
+            return
+        kept = scores[row, ids].clone()
+        scores[row, ids] = float("-inf")
+        if not torch.isfinite(scores[row]).any():
+            scores[row, ids] = kept
 
 
 class RowStopper(transformers.StoppingCriteria):
