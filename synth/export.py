@@ -17,6 +17,7 @@ from typing import Any
 from synth.card import data_file, render_card
 from synth.errors import ExportError
 from synth.graph import ExportFormat, SynthGraph
+from synth.status import read_status
 from synth.store import RunStore
 
 ROWS_PER_BATCH = 1000
@@ -94,7 +95,7 @@ def export_run(run_dir: Path | str, graph: SynthGraph, format_name: str, out_dir
             graph_description=graph.description,
             role_templates=graph.template_hashes(),
             counts=counts,
-            usage=_usage(store),
+            usage=_usage(run_dir),
             sample=sample,
         )
         (tmp / "README.md").write_text(card, encoding="utf-8")
@@ -131,12 +132,14 @@ def _write_parquet(
     return rows, trajectories, sample
 
 
-def _usage(store: RunStore) -> dict[str, int]:
-    totals = {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}
-    for record in store.iter_records():
-        for key in totals:
-            totals[key] += getattr(record.usage, key)
-    return totals
+def _usage(run_dir: Path | str) -> dict[str, int]:
+    """Token totals of the whole run, summed in SQL by ``synth status``'s reader (no record is parsed)."""
+    status = read_status(run_dir)
+    return {
+        "prompt_tokens": status.prompt_tokens,
+        "completion_tokens": status.completion_tokens,
+        "calls": status.calls,
+    }
 
 
 def _batches(fmt: ExportFormat, store: RunStore) -> Iterator[tuple[list[dict[str, Any]], int]]:
