@@ -8,7 +8,13 @@ PIP := $(BIN)/python -m pip
 RUN_DIR ?= runs/coevol-demo
 EXPORT_DIR ?= out/coevol-demo
 
-.PHONY: venv run test lint bench clean
+.PHONY: venv sysdeps run test lint bench clean
+
+# Debian packages the tests use: Chromium renders `synth report` pages headless, graphviz draws graph
+# pictures (`synth graphs show --png`). Installed only when missing; needs root (CI runs as root).
+sysdeps:
+	@command -v chromium >/dev/null && command -v dot >/dev/null || { \
+	  apt-get update -q >/dev/null && apt-get install -y -q chromium graphviz >/dev/null; }
 
 # Creates the venv when missing and refreshes it every time. torch goes first and exactly: any range
 # would let pip pull a multi-GB CUDA build. xgrammar goes with --no-deps: its triton dependency is
@@ -19,7 +25,7 @@ venv:
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi
-	$(PIP) install -q -e '.[train,dev,dense]'
+	$(PIP) install -q -e '.[train,dev,dense,ray]'
 
 run: venv
 	$(BIN)/synth run coevol --input examples/coevol_seeds.jsonl --out $(RUN_DIR) --model local:gemma-3-270m --concurrency 3 --force
@@ -28,7 +34,7 @@ run: venv
 	$(BIN)/synth status $(RUN_DIR)
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
-test: venv
+test: venv sysdeps
 	$(BIN)/ruff check synth roles graphs train tests bench
 	$(BIN)/mypy
 	@$(BIN)/python -m pytest -q -rs; rc=$$?; \
