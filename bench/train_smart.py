@@ -64,6 +64,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--max-queries", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max-length", type=int, default=1024, help="training sequence cap (tokens)")
+    parser.add_argument("--styles", default="plain,smart", help="eval prompt formats, comma-separated")
     parser.add_argument("--smoke", action="store_true", help="3 + 3 rows, 2 steps per stage, 1 query")
     args = parser.parse_args()
     if args.smoke:
@@ -124,7 +126,7 @@ def main() -> None:
         # fp32 on CPU): one row per step, the same effective batch through accumulation.
         batch_size=1,
         grad_accum=8,
-        max_length=1024,
+        max_length=args.max_length,
         save_steps=100,
         stage1={"data": str(out / "sft-short")},
         stage2={"data": str(out / "sft-long")},
@@ -135,7 +137,7 @@ def main() -> None:
 
     evals: dict[str, Any] = {}
     for name, model in (("base", args.model), ("tuned", trained.final)):
-        for style in ("plain", "smart"):
+        for style in args.styles.split(","):
             started = time.monotonic()
             evals[f"{name}/{style}"] = run_qa_eval(
                 model, held_out, out=out / "eval" / f"{name}-{style}", corpus=corpus, retrieve_k=args.top_k,

@@ -28,7 +28,7 @@ from synth.errors import ModelLoadError
 from synth.models.base import ScoreRequest, SupportsLogprobs
 from synth.models.local import LocalChatCompletionClient, model_path
 from synth.models.local import convert as convert_mod
-from synth.models.local.grammar import bound_schema
+from synth.models.local.grammar import MAX_REPEAT, RowControl, RowProcessor, bound_schema
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
@@ -223,6 +223,34 @@ def _direct_nll(client: LocalChatCompletionClient, reqs: list[ScoreRequest]) -> 
         logp = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
         out.append(float(-logp[torch.arange(len(cont)), torch.tensor(cont)].mean()))
     return out
+
+
+class Note(BaseModel):
+    text: str
+
+
+async def test_loop_guard_bans_a_token_repeated_max_repeat_times(tiny_client) -> None:
+    """Inside a JSON string the grammar allows any token; after MAX_REPEAT copies of one, it is banned."""
+    await tiny_client._ensure_loaded()
+    engine = tiny_client.engine
+    grammar = engine.grammars.get(Note)
+    tok = engine.tokenizer
+    opening = tok('{"text": "', add_special_tokens=False)["input_ids"]
+    letter = tok("a", add_special_tokens=False)["input_ids"][-1]
+    vocab = engine.model.get_output_embeddings().weight.shape[0]
+
+    def scores_after(repeats: int) -> torch.Tensor:
+        rows = [RowControl(grammar=grammar, temperature=0.0, top_p=1.0, generator=None, max_tokens=64)]
+        processor = RowProcessor(rows, vocab)
+        ids: list[int] = []
+        for token in [*opening, *[letter] * repeats]:  # feed the prefix token by token, as generate() does
+            processor(torch.tensor([ids or [letter]]), torch.zeros(1, vocab))
+            ids.append(token)
+        return processor(torch.tensor([ids]), torch.zeros(1, vocab))[0]
+
+    assert torch.isfinite(scores_after(MAX_REPEAT - 1)[letter])  # one short of the limit: still allowed
+    assert scores_after(MAX_REPEAT)[letter] == float("-inf")  # at the limit: banned
+    assert torch.isfinite(scores_after(MAX_REPEAT)).any()  # other tokens remain
 
 
 async def test_tools_are_refused(tiny_client) -> None:
