@@ -1,4 +1,5 @@
-"""SMART's export formats: the long trajectory, the short (one role turn) trajectories, and RL prompts.
+"""SMART's export formats: the long trajectory, the short (one role turn) trajectories, and RL prompts,
+over the standard ``dpo`` / ``corrections`` (synth.reuse) of gold vs a model answer that misses it.
 
 Every format is built from ``trajectory.result`` (see ``graphs.smart.to_trajectory``), never by
 re-rendering templates. Each agent segment is an assistant message whose ``name`` is the role's header
@@ -20,8 +21,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from roles.smart import HEADERS, RETRIEVER_HEADER
-from synth.export import user_turn
+from synth.formats import user_turn
 from synth.graph import ExportFormat
+from synth.reuse import Candidate, Candidates, standard_exports
 from synth.trajectory import Trajectory
 
 
@@ -111,6 +113,31 @@ def sft_short_rows(trajectory: Trajectory) -> Iterator[dict[str, Any]]:
         turn += 1
 
 
+def candidates(trajectory: Trajectory) -> Candidates | None:
+    """The gold answer (correct) and the model's own answer, scored by exact match against gold.
+
+    With gold answers, a wrong model answer yields a ``dpo`` pair and a ``corrections`` record (gold over
+    the model's answer, closed-book prompt); without gold, the model's answer is the only candidate.
+    """
+    result = trajectory.result
+    if not result.get("instruction") or result.get("model_answer") is None:
+        return None
+    prompt = [user_turn(result["instruction"])]
+    golds = [str(g) for g in result.get("answers") or []]
+    model = str(result["model_answer"])
+    if not golds:
+        return Candidates(prompt=prompt, answers=[Candidate(text=model, score=0.0, label="model")])
+    correct = exact_match(model, golds)
+    return Candidates(
+        prompt=prompt,
+        answers=[
+            Candidate(text=str(result["answer"]), score=1.0, label="gold", correct=True),
+            Candidate(text=model, score=float(correct), label="model", correct=correct),
+        ],
+        gold=golds,
+    )
+
+
 def rl_rows(trajectory: Trajectory) -> Iterator[dict[str, Any]]:
     result = trajectory.result
     if result.get("answers"):
@@ -163,7 +190,9 @@ _LONG = ExportFormat(
     sft_long_rows,
     long_features,
 )
+_GOLD_ONLY = "no ok trajectory has gold answers and a model answer that misses them"
 EXPORTS = {
+    **standard_exports(candidates, empty_reasons={"dpo": _GOLD_ONLY, "corrections": _GOLD_ONLY}),
     "sft-long": _LONG,
     "sft": ExportFormat("sft", "alias of sft-long", sft_long_rows, long_features),
     "sft-short": ExportFormat(

@@ -2,31 +2,41 @@
 
 The Hugging Face hub reads the YAML front matter (``configs``/``data_files``, ``license``,
 ``task_categories``, ``size_categories``, ``tags``, ``language``) to show and load the dataset; the body says
-how the data was made (graph, roles and template hashes, models and sampling, seed source, counts by status
-and token usage), shows a sample record and how to train on it. Only values that the run folder records are
-used, and the run's ``config.yaml`` never holds secrets, so neither does the card.
+how the data was made (graph, roles with template hashes, models and sampling, seed data and its license,
+counts by status and by filter reason, token usage), shows a sample record and how to load and train on it.
+Only values that the run folder records are used, the run's ``config.yaml`` never holds secrets, and the
+finished text is passed through :func:`synth.logs.redact` all the same.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from synth.logs import redact
 
-def data_file(export_id: str) -> str:
-    """The one parquet file an export writes, named exactly in the card with a per-export id.
+TASKS = {
+    "sft": ["text-generation"],
+    "dpo": ["text-generation"],
+    "corrections": ["text-generation"],
+    "rl": ["question-answering"],
+}
+#: Languages covering at least this share of the sampled rows are listed in the card.
+LANGUAGE_SHARE = 0.2
+
+
+def data_file(export_id: str, split: str = "train") -> str:
+    """The parquet file of one split, named exactly in the card with a per-export id.
 
     datasets 5.2 keys its cache of a local folder by the card's data_files patterns, not by the files'
     content: two exports with the same pattern (``out/sft`` then ``out/sft-long``, or a re-export into the
     same folder) would load each other's cached rows. A unique file name makes every export its own.
     """
-    return f"data/train-00000-of-00001-{export_id}.parquet"
-
-
-TASKS = {"sft": ["text-generation"], "dpo": ["text-generation"], "rl": ["question-answering"]}
+    return f"data/{split}-00000-of-00001-{export_id}.parquet"
 
 
 def size_category(rows: int) -> str:
@@ -42,77 +52,156 @@ def size_category(rows: int) -> str:
     return "1M<n<10M"
 
 
-def render_card(
-    *,
-    format_name: str,
-    data_path: str,
-    rows: int,
-    config: Mapping[str, Any],
-    graph_description: str,
-    role_templates: Mapping[str, str],
-    counts: Mapping[str, int],
-    usage: Mapping[str, int],
-    sample: Mapping[str, Any] | None,
-    license: str = "other",
-    language: str = "en",
-) -> str:
-    """The README.md text for one exported format."""
-    front = {
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_path}]}],
-        "license": license,
-        "language": [language],
-        "task_categories": TASKS.get(format_name.split("-")[0], ["text-generation"]),
-        "size_categories": [size_category(rows)],
-        "tags": ["synthetic", "synth", f"synth-{config.get('graph', 'graph')}", format_name],
+@dataclass
+class CardData:
+    """Everything a card says, gathered by :func:`synth.export.export_run`."""
+
+    format_name: str
+    format_description: str
+    files: Mapping[str, tuple[str, int]]  # split -> (data file, rows)
+    config: Mapping[str, Any]
+    graph_description: str
+    role_templates: Mapping[str, str]
+    role_sampling: Mapping[str, Mapping[str, Any]]
+    counts: Mapping[str, int]
+    usage: Mapping[str, int]
+    sample: Mapping[str, Any] | None
+    texts: Sequence[str] = ()
+    license: str = "other"
+    seed_license: str = ""
+    languages: Sequence[str] = ()
+    split_seed: int | None = None
+    filter_reasons: Mapping[str, int] = field(default_factory=dict)
+    filters_applied: Sequence[Mapping[str, Any]] = ()
+
+    @property
+    def rows(self) -> int:
+        return sum(n for _, n in self.files.values())
+
+
+def front_matter(data: CardData) -> dict[str, Any]:
+    graph = data.config.get("graph", "graph")
+    files = [{"split": split, "path": path} for split, (path, _) in data.files.items()]
+    return {
+        "pretty_name": f"{graph} {data.format_name} (synth)",
+        "configs": [{"config_name": "default", "data_files": files}],
+        "license": data.license,
+        "language": list(data.languages) or detect_languages(data.texts),
+        "task_categories": TASKS.get(data.format_name.split("-")[0], ["text-generation"]),
+        "size_categories": [size_category(data.rows)],
+        "tags": ["synthetic", "synth", f"synth-{graph}", data.format_name],
     }
-    models = config.get("models", {})
+
+
+def detect_languages(texts: Sequence[str]) -> list[str]:
+    """ISO 639-1 codes covering >= 20 % of the sampled rows; ``und`` (undetermined) when none does."""
+    from synth.filters.language import detect
+
+    found = [lang for lang, _ in (detect(t) for t in texts if len(t.strip()) >= 20) if lang]
+    if not found:
+        return ["und"]
+    shares = {lang: found.count(lang) / len(found) for lang in set(found)}
+    return sorted(
+        (lang for lang, share in shares.items() if share >= LANGUAGE_SHARE), key=lambda x: -shares[x]
+    )
+
+
+def render_card(data: CardData) -> str:
+    """The README.md text for one exported format."""
+    config = data.config
     lines = [
         "---",
-        yaml.safe_dump(front, sort_keys=False).strip(),
+        yaml.safe_dump(front_matter(data), sort_keys=False, allow_unicode=True).strip(),
         "---",
         "",
-        f"# {config.get('graph', 'synth')} · {format_name}",
+        f"# {config.get('graph', 'synth')} · {data.format_name}",
         "",
         f"Synthesized with synth (pip install agentsynth) by the `{config.get('graph')}` graph "
-        f"(version {config.get('graph_version')}): {graph_description}",
+        f"(version {config.get('graph_version')}): {data.graph_description}",
+        "",
+        f"Format `{data.format_name}`: {data.format_description}.",
         "",
         "## How it was made",
         "",
-        f"- Seed data: `{config.get('input')}` (its license governs this derived data; check it before "
-        "publishing)",
-        f"- Models: {', '.join(f'`{role}` = `{spec}`' for role, spec in models.items())}",
-        f"- Graph options: `{json.dumps(config.get('options', {}), sort_keys=True)}`",
-        f"- Configuration fingerprint: `{config.get('fingerprint')}`",
-        "- Role templates (name: hash): "
-        + ", ".join(f"`{name}`: `{digest}`" for name, digest in sorted(role_templates.items())),
-        f"- Trajectories by status: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}",
-        f"- Tokens: {usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion "
-        f"in {usage.get('calls', 0)} model calls",
-        f"- Rows in this export: {rows}",
+        *_provenance(data),
+        "",
+        "## Counts",
+        "",
+        *_counts(data),
         "",
         "## Load and train",
         "",
         "```python",
         "from datasets import load_dataset",
         "",
-        'dataset = load_dataset("PATH_OR_REPO", split="train")',
+        *[f'{split} = load_dataset("PATH_OR_REPO", split="{split}")' for split in data.files],
         "```",
         "",
-        _training_hint(format_name),
+        _training_hint(data.format_name),
         "",
     ]
-    if sample is not None:
-        text = json.dumps(sample, ensure_ascii=False, indent=2)
+    if data.sample is not None:
+        text = json.dumps(data.sample, ensure_ascii=False, indent=2, default=str)
         lines += ["## A sample record", "", "```json", text[:4000], "```", ""]
-    return "\n".join(lines)
+    return redact("\n".join(lines))
+
+
+def _provenance(data: CardData) -> list[str]:
+    config = data.config
+    models: Mapping[str, str] = config.get("models") or {}
+    seed_license = data.seed_license or "not recorded: check the seed data's license before publishing"
+    lines = [
+        f"- Seed data: `{config.get('input')}`; license: {seed_license} (it governs this derived data)",
+        f"- Models: {', '.join(f'`{role}` = `{spec}`' for role, spec in models.items())}",
+        f"- Graph options: `{json.dumps(config.get('options', {}), sort_keys=True, default=str)}`",
+        f"- Configuration fingerprint: `{config.get('fingerprint')}`",
+        "",
+        "| role | template hash | model | sampling |",
+        "|---|---|---|---|",
+    ]
+    for role, digest in sorted(data.role_templates.items()):
+        spec = models.get(role, models.get("default", ""))
+        sampling = json.dumps(dict(data.role_sampling.get(role) or {}), sort_keys=True) or "{}"
+        lines.append(f"| `{role}` | `{digest}` | `{spec}` | `{sampling}` (backend defaults for the rest) |")
+    return lines
+
+
+def _counts(data: CardData) -> list[str]:
+    usage = data.usage
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(data.filter_reasons.items())) or "none"
+    split_rows = ", ".join(f"{split} {n}" for split, (_, n) in data.files.items())
+    lines = [
+        f"- Trajectories by status: {', '.join(f'{k} {v}' for k, v in sorted(data.counts.items()))}",
+        f"- Filtered by reason: {reasons}",
+        f"- Rows in this export: {data.rows} ({split_rows})",
+        f"- Tokens: {usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion "
+        f"in {usage.get('calls', 0)} model calls",
+    ]
+    if data.split_seed is not None:
+        lines.append(f"- Splits drawn by seed row, shuffled with seed {data.split_seed}")
+    if data.filters_applied:
+        lines.append("- Filters applied (`synth filter`):")
+        lines += [f"  - `{json.dumps(dict(spec), sort_keys=True)}`" for spec in data.filters_applied]
+    return lines
 
 
 def _training_hint(format_name: str) -> str:
     if format_name.startswith("dpo") or format_name == "atm-dpo":
-        return "Train with TRL's `DPOTrainer` (conversational `prompt`/`chosen`/`rejected` columns)."
+        return (
+            "Train with TRL's `DPOTrainer` (conversational `prompt`/`chosen`/`rejected` columns), e.g. "
+            "`synth train dpo` (see docs/training.md)."
+        )
     if format_name.startswith("rl"):
-        return "Use with TRL's `GRPOTrainer`: `prompt` plus the reward fields (e.g. gold `answers`)."
+        return (
+            "Use with TRL's `GRPOTrainer`: `prompt` plus the reward fields (gold `answers`, a `reference`), "
+            "which TRL passes to reward functions as keyword arguments."
+        )
+    if format_name == "corrections" or format_name.endswith("short"):
+        return (
+            "Train with TRL's `SFTTrainer` as is: conversational `prompt`/`completion` rows, trained on the "
+            "completion only (TRL's default for this format)."
+        )
     return (
-        "Train with TRL's `SFTTrainer` as is (`messages`, or `prompt`/`completion`); use "
-        "`assistant_only_loss=True` so only assistant turns are trained."
+        "Train with TRL's `SFTTrainer` as is (`messages`); use `assistant_only_loss=True` so only assistant "
+        "turns are trained, e.g. `synth train sft` (see docs/training.md)."
     )

@@ -1,57 +1,62 @@
 """Trajectories -> TRL-ready Hugging Face datasets (parquet + a dataset card).
 
+Every graph exports through one registry, :func:`formats_for`: the standard formats of :mod:`synth.reuse`
+(``sft``, ``dpo``, ``corrections``, ``rl``) overlaid with the graph's own (same name: the graph's wins).
 Rows are streamed from the run's store into a parquet file with an explicit schema, so a 100k-row export
-never sits in memory and an export with zero rows is still a valid, typed dataset that
-``datasets.load_dataset(DIR)`` loads. The export says how many rows it wrote and, when none, why.
+never sits in memory and an export with zero rows is still a valid, typed dataset. With ``--split`` or
+``--shuffle`` the streamed rows are then read back once (Arrow, memory-mapped) and written per split.
+The export says how many rows it wrote and, when none, why.
 """
 
 from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.card import data_file, render_card
+from synth.card import CardData, data_file, render_card
 from synth.errors import ExportError
+from synth.filters import read_summary
+from synth.formats import dpo_features, sft_features, user_turn
 from synth.graph import ExportFormat, SynthGraph
+from synth.reuse import standard_exports
+from synth.splits import assign
 from synth.status import read_status
 from synth.store import RunStore
 
+__all__ = [
+    "ExportOptions",
+    "ExportResult",
+    "dpo_features",
+    "export_run",
+    "formats_for",
+    "sft_features",
+    "user_turn",
+]
+
 ROWS_PER_BATCH = 1000
+#: Rows whose text the card's language detection reads.
+LANGUAGE_SAMPLE = 200
 
 
-def _message_list() -> Any:
-    from datasets import List, Value
-
-    return List({"role": Value("string"), "content": Value("string")})
-
-
-def sft_features() -> Any:
-    from datasets import Features, Value
-
-    return Features({"id": Value("string"), "messages": _message_list()})
+def formats_for(graph: SynthGraph) -> dict[str, ExportFormat]:
+    """Every format ``graph`` supports: the standard ones, then the graph's own (which win on a name)."""
+    return {**standard_exports(), **graph.exports}
 
 
-def dpo_features() -> Any:
-    from datasets import Features, Value
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to cut and describe an export (``synth export`` flags)."""
 
-    return Features(
-        {
-            "id": Value("string"),
-            "prompt": _message_list(),
-            "chosen": _message_list(),
-            "rejected": _message_list(),
-        }
-    )
-
-
-def user_turn(instruction: str, input_text: str = "") -> dict[str, str]:
-    """The user message of an Alpaca-style seed: the instruction, then its input when there is one."""
-    content = f"{instruction}\n\n{input_text}" if input_text else instruction
-    return {"role": "user", "content": content}
+    splits: Mapping[str, float] = field(default_factory=dict)
+    shuffle: bool = False
+    seed: int = 0
+    license: str = "other"
+    seed_license: str = ""
+    languages: tuple[str, ...] = ()  # empty: detected from the exported text
 
 
 @dataclass(frozen=True)
@@ -61,22 +66,52 @@ class ExportResult:
     rows: int
     trajectories: int
     reason: str = ""
+    splits: Mapping[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
         if self.rows:
-            return f"{self.rows} {self.format} rows from {self.trajectories} ok trajectories -> {self.path}"
+            parts = (
+                " + ".join(f"{n} {name}" for name, n in self.splits.items()) if len(self.splits) > 1 else ""
+            )
+            cut = f" ({parts})" if parts else ""
+            return (
+                f"{self.rows} {self.format} rows{cut} from {self.trajectories} ok trajectories -> {self.path}"
+            )
         return (
             f"0 {self.format} rows -> {self.path}: {self.reason}. The folder holds a typed, empty parquet "
             "table (datasets.load_dataset refuses 0-row splits; pyarrow reads it)."
         )
 
 
-def export_run(run_dir: Path | str, graph: SynthGraph, format_name: str, out_dir: Path | str) -> ExportResult:
+@dataclass
+class _Written:
+    """What the writer produced: rows per split (file, count), trajectories read, a sample, some text."""
+
+    files: dict[str, tuple[str, int]] = field(default_factory=dict)
+    trajectories: int = 0
+    sample: dict[str, Any] | None = None
+    texts: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return sum(n for _, n in self.files.values())
+
+
+def export_run(
+    run_dir: Path | str,
+    graph: SynthGraph,
+    format_name: str,
+    out_dir: Path | str,
+    options: ExportOptions | None = None,
+) -> ExportResult:
     """Write ``format_name`` rows of the ok trajectories in ``run_dir`` to ``out_dir``."""
-    fmt = graph.exports.get(format_name)
+    options = options or ExportOptions()
+    formats = formats_for(graph)
+    fmt = formats.get(format_name)
     if fmt is None:
         raise ExportError(
-            f"graph '{graph.name}' has no export format '{format_name}'; formats: {', '.join(graph.exports)}"
+            f"graph '{graph.name}' has no export format '{format_name}'; formats: {', '.join(formats)} "
+            f"(`synth export {run_dir} --list-formats` describes them)"
         )
     store = RunStore(run_dir)
     out = Path(out_dir)
@@ -84,19 +119,29 @@ def export_run(run_dir: Path | str, graph: SynthGraph, format_name: str, out_dir
         counts = store.counts()
         if not counts:
             raise ExportError(f"{run_dir} has no records yet; run `synth run` first.")
+        applied, reasons = read_summary(run_dir)
         tmp = out.with_name(out.name + ".tmp")
-        data_path = data_file(uuid.uuid4().hex[:12])
-        rows, trajectories, sample = _write_parquet(fmt, store, tmp, data_path)
+        written = _write(fmt, store, tmp, uuid.uuid4().hex[:12], options)
         card = render_card(
-            format_name=format_name,
-            data_path=data_path,
-            rows=rows,
-            config=store.read_config(),
-            graph_description=graph.description,
-            role_templates=graph.template_hashes(),
-            counts=counts,
-            usage=_usage(run_dir),
-            sample=sample,
+            CardData(
+                format_name=format_name,
+                format_description=fmt.description,
+                files=written.files,
+                config=store.read_config(),
+                graph_description=graph.description,
+                role_templates=graph.template_hashes(),
+                role_sampling={role.name: dict(role.sampling) for role in graph.roles},
+                counts=counts,
+                usage=_usage(run_dir),
+                sample=written.sample,
+                texts=written.texts,
+                license=options.license,
+                seed_license=options.seed_license,
+                languages=options.languages,
+                split_seed=options.seed if (options.splits or options.shuffle) else None,
+                filter_reasons=reasons,
+                filters_applied=applied,
+            )
         )
         (tmp / "README.md").write_text(card, encoding="utf-8")
         shutil.rmtree(out, ignore_errors=True)
@@ -104,32 +149,87 @@ def export_run(run_dir: Path | str, graph: SynthGraph, format_name: str, out_dir
     finally:
         store.close()
     reason = ""
-    if rows == 0:
+    if written.rows == 0:
         reason = fmt.empty_reason if counts.get("ok") else f"no trajectory has status ok ({_counts(counts)})"
-    return ExportResult(format_name, out, rows, trajectories, reason)
+    splits = {name: n for name, (_, n) in written.files.items()}
+    return ExportResult(format_name, out, written.rows, written.trajectories, reason, splits)
 
 
-def _write_parquet(
-    fmt: ExportFormat, store: RunStore, tmp: Path, data_path: str
-) -> tuple[int, int, dict[str, Any] | None]:
-    """Stream rows into ``tmp/data``; returns (rows, ok trajectories seen, the first row as a sample)."""
+def _write(fmt: ExportFormat, store: RunStore, tmp: Path, export_id: str, options: ExportOptions) -> _Written:
+    """Stream rows into ``tmp/data``; with splits or shuffling, stream to a scratch file, then cut it."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "data").mkdir(parents=True)
+    if not options.splits and not options.shuffle:
+        path = data_file(export_id, "train")
+        written, group_of_row = _stream(fmt, store, tmp / path)
+        written.files = {"train": (path, len(group_of_row))}
+        return written
+    scratch = tmp / "rows.parquet"
+    written, group_of_row = _stream(fmt, store, scratch)
+    written.files = _cut(fmt, scratch, tmp, export_id, group_of_row, options)
+    scratch.unlink()
+    return written
+
+
+def _stream(fmt: ExportFormat, store: RunStore, path: Path) -> tuple[_Written, list[int]]:
+    """Write every row of ``fmt`` to ``path``; returns what was written and each row's trajectory ordinal."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     features = fmt.features()
     schema = features.arrow_schema
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data").mkdir(parents=True)
-    rows = trajectories = 0
-    sample: dict[str, Any] | None = None
-    with pq.ParquetWriter(tmp / data_path, schema) as writer:
+    written = _Written()
+    group_of_row: list[int] = []
+    groups = 0
+    with pq.ParquetWriter(path, schema) as writer:
         for batch, seen in _batches(fmt, store):
-            trajectories += seen
-            if batch:
-                sample = sample or batch[0]
-                writer.write_table(pa.Table.from_pylist([features.encode_example(r) for r in batch], schema))
-                rows += len(batch)
-    return rows, trajectories, sample
+            written.trajectories += seen
+            if not batch:
+                continue
+            written.sample = written.sample or batch[0][1]
+            for ordinal, row in batch:
+                group_of_row.append(groups + ordinal)
+                if len(written.texts) < LANGUAGE_SAMPLE:
+                    written.texts.append(" ".join(_strings(row)))
+            groups = group_of_row[-1] + 1
+            rows = [features.encode_example(row) for _, row in batch]
+            writer.write_table(pa.Table.from_pylist(rows, schema))
+    return written, group_of_row
+
+
+def _cut(
+    fmt: ExportFormat,
+    scratch: Path,
+    tmp: Path,
+    export_id: str,
+    group_of_row: list[int],
+    options: ExportOptions,
+) -> dict[str, tuple[str, int]]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(scratch, memory_map=True)
+    groups = group_of_row[-1] + 1 if group_of_row else 0
+    files: dict[str, tuple[str, int]] = {}
+    for name, rows in assign(
+        group_of_row, groups, options.splits, shuffle=options.shuffle, seed=options.seed
+    ).items():
+        path = data_file(export_id, name)
+        pq.write_table(table.take(rows) if rows else table.schema.empty_table(), tmp / path)
+        files[name] = (path, len(rows))
+    return files
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a row (message contents, answers...), for language detection; ids are skipped."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if key not in ("id", "role", "name"):
+                yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
 
 
 def _usage(run_dir: Path | str) -> dict[str, int]:
@@ -142,17 +242,21 @@ def _usage(run_dir: Path | str) -> dict[str, int]:
     }
 
 
-def _batches(fmt: ExportFormat, store: RunStore) -> Iterator[tuple[list[dict[str, Any]], int]]:
-    batch: list[dict[str, Any]] = []
-    seen = 0
+def _batches(fmt: ExportFormat, store: RunStore) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], int]]:
+    """Rows as (trajectory ordinal within the batch, row) with the ok trajectories the batch read."""
+    batch: list[tuple[int, dict[str, Any]]] = []
+    seen = ordinal = 0
     for trajectory in store.iter_records(status="ok"):
         seen += 1
-        batch.extend(fmt.rows(trajectory))
+        rows = list(fmt.rows(trajectory))
+        if rows:
+            batch.extend((ordinal, row) for row in rows)
+            ordinal += 1
         if len(batch) >= ROWS_PER_BATCH:
             yield batch, seen
-            batch, seen = [], 0
+            batch, seen, ordinal = [], 0, 0
     yield batch, seen
 
 
-def _counts(counts: dict[str, int]) -> str:
+def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))

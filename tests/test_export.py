@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from datasets import load_dataset
+from pydantic import BaseModel
 
 from graphs.coevol import GRAPH
 from synth.errors import ExportError
-from synth.export import export_run
+from synth.export import ExportOptions, export_run
+from synth.splits import parse_split
 from synth.store import RunStore
 from synth.trajectory import Trajectory
 from tests.tiny import build_tiny_model
@@ -77,6 +80,7 @@ def test_empty_export_is_valid_and_says_why(tmp_path: Path) -> None:
     store.close()
     result = export_run(folder, GRAPH, "dpo", tmp_path / "dpo")
     assert result.rows == 0 and "no round was accepted" in result.describe()
+    assert result.splits == {"train": 0}
     # datasets' load_dataset cannot build a split of 0 examples ("corresponds to no data"); the parquet
     # file is still a typed, valid table that datasets wraps as an empty Dataset.
     import pyarrow.parquet as pq
@@ -90,7 +94,7 @@ def test_empty_export_is_valid_and_says_why(tmp_path: Path) -> None:
 
 
 def test_unknown_format_lists_the_known(run_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="formats: sft, dpo"):
+    with pytest.raises(ExportError, match="formats: sft, dpo, corrections, rl"):
         export_run(run_dir, GRAPH, "kto", tmp_path / "x")
 
 
@@ -122,29 +126,76 @@ def test_sft_export_trains_with_trl_for_two_steps(run_dir: Path, tmp_path: Path)
     assert result.global_step == 2 and result.training_loss > 0
 
 
-def test_export_writes_a_dataset_card_with_hub_front_matter(run_dir: Path, tmp_path: Path) -> None:
-    import yaml
+def test_split_is_by_trajectory_reproducible_and_shuffle_reorders(run_dir: Path, tmp_path: Path) -> None:
+    options = ExportOptions(splits={"test": 0.34}, seed=7)
+    first = export_run(run_dir, GRAPH, "sft", tmp_path / "a", options)
+    export_run(run_dir, GRAPH, "sft", tmp_path / "b", options)
+    assert first.splits == {"train": 4, "test": 2} and first.rows == 6
+    test_a = list(load_dataset(str(tmp_path / "a"), split="test")["id"])
+    assert test_a == list(load_dataset(str(tmp_path / "b"), split="test")["id"])  # same seed, same draw
+    train_a = list(load_dataset(str(tmp_path / "a"), split="train")["id"])
+    assert sorted(train_a + test_a) == [f"t{i}" for i in range(6)] and train_a == sorted(train_a)
+    other = export_run(run_dir, GRAPH, "sft", tmp_path / "c", ExportOptions(splits={"test": 2}, seed=8))
+    assert other.splits == {"train": 4, "test": 2}
+    shuffled = export_run(run_dir, GRAPH, "sft", tmp_path / "d", ExportOptions(shuffle=True, seed=3))
+    ids = list(load_dataset(str(tmp_path / "d"), split="train")["id"])
+    assert shuffled.splits == {"train": 6} and sorted(ids) == [f"t{i}" for i in range(6)]
+    assert ids != sorted(ids)  # seed 3 permutes these six rows
+    with pytest.raises(ExportError, match="leave no trajectory for train"):
+        export_run(run_dir, GRAPH, "sft", tmp_path / "e", ExportOptions(splits={"test": 6}))
 
-    store = RunStore(run_dir)
-    store.write_config(
-        {
-            "graph": "coevol",
-            "graph_version": "1",
-            "input": "seeds.jsonl",
-            "models": {"default": "openai:m@http://127.0.0.1:1/v1"},
-            "options": {"max_rounds": 3},
-            "fingerprint": "abc",
-        },
-        "abc",
-    )
+
+def test_rows_of_one_trajectory_never_straddle_splits(tmp_path: Path) -> None:
+    """A format with several rows per trajectory (here: a user graph's) splits by trajectory."""
+    from synth.formats import sft_features
+    from synth.graph import ExportFormat, SynthGraph
+
+    def rows(trajectory: Trajectory) -> list[dict[str, Any]]:
+        message = [{"role": "user", "content": "x"}]
+        return [{"id": f"{trajectory.id}-{k}", "messages": message} for k in range(3)]
+
+    graph = SynthGraph(
+        name="multi", description="three rows per trajectory", version="1", seed_model=BaseModel, roles=(),
+        build=lambda *a, **k: None, to_trajectory=lambda state: {},
+        exports={"multi": ExportFormat("multi", "3 rows each", rows, sft_features)},
+    )  # fmt: skip
+    folder = tmp_path / "run"
+    store = RunStore(folder)
+    store.write([Trajectory(id=f"t{i}", graph="multi", seed={}) for i in range(10)])
+    store.write_config({**CONFIG, "graph": "multi"}, "abc")
     store.close()
-    export_run(run_dir, GRAPH, "dpo", tmp_path / "dpo")
-    card = (tmp_path / "dpo" / "README.md").read_text()
-    front = yaml.safe_load(card.split("---")[1])
-    (data_path,) = [p.relative_to(tmp_path / "dpo").as_posix() for p in (tmp_path / "dpo").glob("data/*")]
-    assert front["configs"][0]["data_files"][0]["path"] == data_path
-    assert front["size_categories"] == ["n<1K"] and "synthetic" in front["tags"]
-    assert {"license", "language", "task_categories"} <= set(front)
-    assert "`judge`: `" in card and "failed 1, ok 6" in card and "Rows in this export: 3" in card
-    assert '"chosen"' in card  # a sample record
-    assert load_dataset(str(tmp_path / "dpo"), split="train").num_rows == 3
+    options = ExportOptions(splits={"test": 0.3}, shuffle=True)
+    result = export_run(folder, graph, "multi", tmp_path / "out", options)
+    assert result.splits == {"train": 21, "test": 9}
+    test_ids = {i.rsplit("-", 1)[0] for i in list(load_dataset(str(tmp_path / "out"), split="test")["id"])}
+    train_ids = {i.rsplit("-", 1)[0] for i in list(load_dataset(str(tmp_path / "out"), split="train")["id"])}
+    assert len(test_ids) == 3 and not test_ids & train_ids
+
+
+@pytest.mark.parametrize("bad", ["test", "test=0", "test=1.5", "train=0.1", "te st=0.1", "test=x"])
+def test_bad_split_flags_say_how_to_write_them(bad: str) -> None:
+    with pytest.raises(ExportError, match="NAME=FRACTION"):
+        parse_split(bad)
+
+
+def test_cli_lists_formats_and_exports_splits(run_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from synth.cli import app
+
+    runner = CliRunner()
+    for args in (["export", str(run_dir)], ["export", str(run_dir), "--list-formats"]):
+        listed = runner.invoke(app, args)
+        assert listed.exit_code == 0, listed.output
+        for name in ("sft", "dpo", "corrections", "rl"):
+            assert name in listed.output
+        assert "the best answer over the worst-scored one" in listed.output
+    done = runner.invoke(
+        app,
+        ["export", str(run_dir), "-f", "sft", "-o", str(tmp_path / "s"), "--split", "test=0.5", "--shuffle",
+         "--seed", "1"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "6 sft rows (3 train + 3 test)" in " ".join(done.output.split())
+    missing = runner.invoke(app, ["export", str(run_dir), "-f", "sft"])
+    assert missing.exit_code != 0 and "--out" in missing.output

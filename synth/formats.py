@@ -1,0 +1,69 @@
+"""Column schemas and message helpers shared by every export format (generic and graph-specific).
+
+Kept apart from :mod:`synth.export` (which writes datasets) so format modules — :mod:`synth.reuse` and the
+graphs' ``*_exports`` modules — can import them without importing the writer. ``datasets`` is imported
+lazily: it is heavy, and a graph module is imported by every ``synth`` command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def message_list() -> Any:
+    """A conversational column: a list of ``{role, content}`` messages (TRL's conversational format)."""
+    from datasets import List, Value
+
+    return List({"role": Value("string"), "content": Value("string")})
+
+
+def sft_features() -> Any:
+    """``id`` + ``messages``: TRL's conversational language-modeling format."""
+    from datasets import Features, Value
+
+    return Features({"id": Value("string"), "messages": message_list()})
+
+
+def dpo_features() -> Any:
+    """``id`` + conversational ``prompt`` / ``chosen`` / ``rejected``: TRL's preference format."""
+    from datasets import Features, Value
+
+    return Features(
+        {
+            "id": Value("string"),
+            "prompt": message_list(),
+            "chosen": message_list(),
+            "rejected": message_list(),
+        }
+    )
+
+
+def prompt_completion_features() -> Any:
+    """``id`` + conversational ``prompt`` / ``completion``: TRL trains on the completion only by default."""
+    from datasets import Features, Value
+
+    return Features({"id": Value("string"), "prompt": message_list(), "completion": message_list()})
+
+
+def rl_features() -> Any:
+    """``id`` + ``prompt`` and the reward fields: gold ``answers`` (may be empty) and a ``reference``."""
+    from datasets import Features, List, Value
+
+    return Features(
+        {
+            "id": Value("string"),
+            "prompt": message_list(),
+            "answers": List(Value("string")),
+            "reference": Value("string"),
+        }
+    )
+
+
+def user_turn(instruction: str, input_text: str = "") -> dict[str, str]:
+    """The user message of an Alpaca-style seed: the instruction, then its input when there is one."""
+    content = f"{instruction}\n\n{input_text}" if input_text else instruction
+    return {"role": "user", "content": content}
+
+
+def assistant_turn(content: str) -> dict[str, str]:
+    return {"role": "assistant", "content": content}
