@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from synth.graph import ModelSet, SynthGraph
+from synth.graph import SynthGraph
 from synth.registry import available, load_graph
 
 graphs_app = typer.Typer(help="Installed role graphs.", no_args_is_help=True)
@@ -36,9 +34,21 @@ def list_graphs() -> None:
 
 
 @graphs_app.command("show")
-def show_graph(name: Annotated[str, typer.Argument(help="Graph name.")]) -> None:
+def show_graph(
+    name: Annotated[str, typer.Argument(help="Graph name, path/graph.yaml, or path/file.py:NAME.")],
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Also draw the graph as a PNG here (graphviz `dot`).")
+    ] = None,
+) -> None:
     """Print the graph's topology as Mermaid (paste into any Mermaid viewer, or GitHub markdown)."""
-    print(mermaid(load_graph(name)))
+    from synth.pictures import render_png
+    from synth.session import resolve_graph
+
+    graph = resolve_graph(name)
+    print(mermaid(graph))
+    if png is not None:
+        render_png(graph, png)
+        Console(stderr=True).print(f"wrote {png}")
 
 
 @roles_app.command("list")
@@ -54,20 +64,6 @@ def list_roles() -> None:
 
 def mermaid(graph: SynthGraph) -> str:
     """Mermaid text of the compiled graph, built with inert model clients (nothing is called)."""
-    from autogen_core.models import ModelInfo
-    from autogen_ext.models.replay import ReplayChatCompletionClient
+    from synth.pictures import mermaid as draw
 
-    info = ModelInfo(
-        vision=False, function_calling=False, json_output=True, family="unknown", structured_output=True
-    )
-    models = ModelSet(
-        default=ReplayChatCompletionClient([], model_info=info), specs={"default": "replay:none"}
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        options: dict[str, Any] = {}
-        if "corpus" in graph.default_options:  # retrieval graphs need a corpus to build; any will do
-            corpus = Path(folder) / "corpus.jsonl"
-            corpus.write_text(json.dumps({"id": "p1", "title": "t", "text": "a passage"}) + "\n")
-            options["corpus"] = str(corpus)
-        compiled = graph.build(models, **graph.resolve_options(options))
-        return str(compiled.get_graph().draw_mermaid())
+    return draw(graph)
