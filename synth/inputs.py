@@ -61,26 +61,25 @@ def _message(error: Any) -> str:
 def _jsonl_rows(path: Path) -> Iterator[SeedRow]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            source = f"{path}:{number}"
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield SeedRow(
-                    source,
-                    {"_raw": line[:2000]},
-                    f"{source}: not valid JSON ({exc.msg} at column {exc.colno}); fix the line or remove it",
-                )
-                continue
-            if not isinstance(data, dict):
-                yield SeedRow(
-                    source,
-                    {"_raw": line[:2000]},
-                    f"{source}: a row must be a JSON object, got {type(data).__name__}",
-                )
-                continue
-            yield SeedRow(source, data)
+            if line.strip():
+                yield parse_jsonl_line(f"{path}:{number}", line)
+
+
+def parse_jsonl_line(source: str, line: str) -> SeedRow:
+    """One non-blank jsonl line as a row; a broken one as a row with ``error`` (the Ray reader shares it)."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return SeedRow(
+            source,
+            {"_raw": line[:2000]},
+            f"{source}: not valid JSON ({exc.msg} at column {exc.colno}); fix the line or remove it",
+        )
+    if not isinstance(data, dict):
+        return SeedRow(
+            source, {"_raw": line[:2000]}, f"{source}: a row must be a JSON object, got {type(data).__name__}"
+        )
+    return SeedRow(source, data)
 
 
 def _parquet_rows(path: Path) -> Iterator[SeedRow]:

@@ -116,6 +116,26 @@ class RunStore:
                 rows,
             )
 
+    def merge(self, records: Iterable[tuple[str, str, str, str | None, str]]) -> list[str]:
+        """Add ``(id, status, source, error, record JSON)`` rows whose id is not stored yet, in one
+        transaction; returns the ids added. Idempotent: merging a Ray shard twice adds nothing, and a
+        record already here (filtered since, or retried) is never overwritten by an older copy."""
+        added: list[str] = []
+        now = utc_now()
+        with self._transaction():
+            for tid, status, source, error, record in records:
+                cursor = self._db.execute(
+                    "INSERT OR IGNORE INTO records (id, status, source, error, record, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (tid, status, source, error, record, now),
+                )
+                if cursor.rowcount == 1:
+                    added.append(tid)
+        return added
+
+    def stored_ids(self) -> set[str]:
+        return {r[0] for r in self._db.execute("SELECT id FROM records")}
+
     def update(self, trajectories: Iterable[Trajectory]) -> None:
         """Rewrite existing records in place (keeps their order: filters update while iterating)."""
         rows = [(t.status, t.error, t.model_dump_json(), utc_now(), t.id) for t in trajectories]
