@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 
 train_app = typer.Typer(
-    help="Fine-tune on `synth export` datasets (LoRA/QLoRA/full SFT, DPO, SFT->DPO, SMART two-stage).",
+    help="Fine-tune on `synth export` datasets (SFT, DPO, SFT->DPO, SMART two-stage, reward models, GRPO, "
+    "PPO, ATM's MITO).",
     no_args_is_help=True,
 )
 _console = Console(stderr=True)
@@ -189,3 +190,174 @@ def hybrid(
     settings = load_settings("hybrid", config, _overrides(set_, recipe=recipe, **stages, **flags))
     assert isinstance(settings, HybridSettings)
     _report(run_hybrid(settings, fresh=fresh, dry_run=dry_run, log=_say))
+
+
+def _reward_sources(specs: list[str]) -> list[dict[str, Any]]:
+    """``--reward KIND[:WEIGHT][=MODEL]`` (``f1:0.5``, ``judge=openai:M@URL``, ``model=out/rm``)."""
+    from train.config import ConfigError
+
+    sources = []
+    for spec in specs:
+        head, _, model = spec.partition("=")
+        kind, _, weight = head.partition(":")
+        source: dict[str, Any] = {"kind": kind.strip()}
+        if weight:
+            try:
+                source["weight"] = float(weight)
+            except ValueError:
+                raise ConfigError(f"--reward {spec!r}: weight {weight!r} is not a number") from None
+        if model:
+            source["model"] = model.strip()
+        sources.append(source)
+    return sources
+
+
+RewardOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--reward",
+        help="KIND[:WEIGHT][=MODEL]: exact_match, f1, judge=MODEL_SPEC, model=REWARD_RUN; repeatable (grpo).",
+    ),
+]
+RlDataOpt = Annotated[
+    str | None, typer.Option(help="Prompt dataset (`synth export -f rl`): prompt + answers.")
+]
+
+
+@train_app.command("reward")
+def reward(
+    config: ConfigOpt = None,
+    set_: SetOpt = [],  # noqa: B006
+    model: ModelOpt = None,
+    data: Annotated[
+        str | None, typer.Option(help="Preference dataset folder (`synth export -f dpo`).")
+    ] = None,
+    output_dir: OutOpt = None,
+    max_steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    precision: PrecisionOpt = None,
+    tuning: TuningOpt = None,
+    merge: MergeOpt = None,
+    limit: LimitOpt = None,
+    dry_run: DryOpt = False,
+    fresh: FreshOpt = False,
+) -> None:
+    """Reward model (one-output classification head) on preference pairs, for grpo/ppo rewards."""
+    from train.config import RewardSettings, load_settings
+    from train.reward import run_reward
+
+    flags = _flags(model, output_dir, max_steps, epochs, lr, precision, tuning, merge, limit)
+    settings = load_settings("reward", config, _overrides(set_, data=data, **flags))
+    assert isinstance(settings, RewardSettings)
+    _report(run_reward(settings, fresh=fresh, dry_run=dry_run, log=_say))
+
+
+@train_app.command("grpo")
+def grpo(
+    config: ConfigOpt = None,
+    set_: SetOpt = [],  # noqa: B006
+    model: ModelOpt = None,
+    data: RlDataOpt = None,
+    reward: RewardOpt = [],  # noqa: B006
+    num_generations: Annotated[int | None, typer.Option(help="Completions per prompt (the group).")] = None,
+    max_completion_length: Annotated[int | None, typer.Option(help="Tokens per completion.")] = None,
+    beta: Annotated[float | None, typer.Option(help="KL coefficient (0: no reference model).")] = None,
+    output_dir: OutOpt = None,
+    max_steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    precision: PrecisionOpt = None,
+    tuning: TuningOpt = None,
+    merge: MergeOpt = None,
+    limit: LimitOpt = None,
+    dry_run: DryOpt = False,
+    fresh: FreshOpt = False,
+) -> None:
+    """GRPO with weighted rewards: exact match / F1 on gold answers, a judge role, a reward model."""
+    from train.config import GRPOSettings, load_settings
+    from train.grpo import run_grpo
+
+    flags = _flags(model, output_dir, max_steps, epochs, lr, precision, tuning, merge, limit)
+    extra = {
+        "data": data,
+        "rewards": _reward_sources(reward) if reward else None,
+        "num_generations": num_generations,
+        "max_completion_length": max_completion_length,
+        "beta": beta,
+    }
+    settings = load_settings("grpo", config, _overrides(set_, **extra, **flags))
+    assert isinstance(settings, GRPOSettings)
+    _report(run_grpo(settings, fresh=fresh, dry_run=dry_run, log=_say))
+
+
+@train_app.command("ppo")
+def ppo(
+    config: ConfigOpt = None,
+    set_: SetOpt = [],  # noqa: B006
+    model: ModelOpt = None,
+    data: RlDataOpt = None,
+    reward: Annotated[
+        str | None,
+        typer.Option(help="exact_match, f1 or model=REWARD_RUN (one reward; default exact_match)."),
+    ] = None,
+    value_model: Annotated[
+        str | None, typer.Option(help="Critic init (default: reward model, else base).")
+    ] = None,
+    output_dir: OutOpt = None,
+    max_steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    precision: PrecisionOpt = None,
+    tuning: TuningOpt = None,
+    merge: MergeOpt = None,
+    limit: LimitOpt = None,
+    dry_run: DryOpt = False,
+    fresh: FreshOpt = False,
+) -> None:
+    """Actor-critic PPO (TRL 1.12; runs in the PPO environment: `make venv-ppo`)."""
+    from train.config import PPOSettings, load_settings
+    from train.ppo import require_ppo, run_ppo
+
+    require_ppo()
+    flags = _flags(model, output_dir, max_steps, epochs, lr, precision, tuning, merge, limit)
+    extra = {
+        "data": data,
+        "reward": _reward_sources([reward])[0] if reward else None,
+        "value_model": value_model,
+    }
+    settings = load_settings("ppo", config, _overrides(set_, **extra, **flags))
+    assert isinstance(settings, PPOSettings)
+    _report(run_ppo(settings, fresh=fresh, dry_run=dry_run, log=_say))
+
+
+@train_app.command("mito")
+def mito(
+    config: ConfigOpt = None,
+    set_: SetOpt = [],  # noqa: B006
+    model: ModelOpt = None,
+    data: Annotated[
+        str | None, typer.Option(help="MITO dataset: prompt (clean), adv_prompt (attacked), answer.")
+    ] = None,
+    beta: Annotated[
+        float | None, typer.Option(help="Weight of KL(attacked || clean) on answer tokens.")
+    ] = None,
+    output_dir: OutOpt = None,
+    max_steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    precision: PrecisionOpt = None,
+    tuning: TuningOpt = None,
+    merge: MergeOpt = None,
+    limit: LimitOpt = None,
+    dry_run: DryOpt = False,
+    fresh: FreshOpt = False,
+) -> None:
+    """ATM's MITO: CE on the clean context + beta * token KL between attacked and clean contexts."""
+    from train.config import MITOSettings, load_settings
+    from train.mito import run_mito
+
+    flags = _flags(model, output_dir, max_steps, epochs, lr, precision, tuning, merge, limit)
+    settings = load_settings("mito", config, _overrides(set_, data=data, beta=beta, **flags))
+    assert isinstance(settings, MITOSettings)
+    _report(run_mito(settings, fresh=fresh, dry_run=dry_run, log=_say))

@@ -169,8 +169,11 @@ def quantization_config(settings: CommonSettings, precision: Resolved) -> Any:
     )
 
 
-def lora_config(settings: CommonSettings) -> Any:
-    """The PEFT config for ``tuning: lora|qlora``; None for full fine-tuning."""
+def lora_config(settings: CommonSettings, task_type: str = "CAUSAL_LM") -> Any:
+    """The PEFT config for ``tuning: lora|qlora``; None for full fine-tuning.
+
+    ``task_type="SEQ_CLS"`` (reward models) also trains and saves the new score head with the adapter.
+    """
     if settings.tuning == "full":
         return None
     from peft import LoraConfig
@@ -182,26 +185,30 @@ def lora_config(settings: CommonSettings) -> Any:
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
         bias=lora.bias,
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
 
 
-def count_parameters(model: str, settings: CommonSettings) -> tuple[int, int] | None:
+def count_parameters(model: str, settings: CommonSettings, head: str = "causal") -> tuple[int, int] | None:
     """(trainable, total) parameters, computed on an empty (meta) model: a dry run allocates no weights.
 
-    None when the model's config cannot be read (a hub id while offline).
+    ``head="score"``: the sequence-classification (reward) model. None when the model's config cannot be
+    read (a hub id while offline).
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     try:
         config = AutoConfig.from_pretrained(model)
     except (OSError, ValueError):
         return None
+    if head == "score":
+        config.num_labels = 1
+    auto = AutoModelForSequenceClassification if head == "score" else AutoModelForCausalLM
     with torch.device("meta"):  # (accelerate's init_empty_weights would leave tied embeddings untied)
-        net = AutoModelForCausalLM.from_config(config)
+        net = auto.from_config(config)
     total = sum(p.numel() for p in net.parameters())
-    peft = lora_config(settings)
+    peft = lora_config(settings, "SEQ_CLS" if head == "score" else "CAUSAL_LM")
     if peft is None:
         return total, total
     from peft import get_peft_model

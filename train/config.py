@@ -20,7 +20,7 @@ from train.errors import TrainError
 
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Tuning = Literal["lora", "qlora", "full"]
-Kind = Literal["sft", "dpo", "hybrid"]
+Kind = Literal["sft", "dpo", "hybrid", "reward", "grpo", "ppo", "mito"]
 
 
 class ConfigError(TrainError):
@@ -98,6 +98,114 @@ class DPOSettings(CommonSettings):
     learning_rate: float = Field(default=5e-6, gt=0)
 
 
+class RewardSettings(CommonSettings):
+    """``synth train reward``: a scalar reward model (sequence-classification head) on preference pairs."""
+
+    data: str = Field(min_length=1, description="preference dataset folder from `synth export -f dpo`")
+    learning_rate: float = Field(default=1e-4, gt=0)
+    center_rewards_coefficient: float | None = Field(
+        default=None, ge=0, description="pull rewards towards 0 (Eisenstein et al. 2023); e.g. 0.01"
+    )
+
+
+RewardKind = Literal["exact_match", "f1", "judge", "model"]
+
+
+class RewardSource(BaseModel):
+    """One reward: a rule against the row's gold answers, a judge role, or a trained reward model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: RewardKind
+    weight: float = Field(default=1.0, description="weight in the sum of rewards")
+    model: str | None = Field(
+        default=None,
+        description="judge: a synth model spec (openai:M@URL, local:...); model: a reward run folder",
+    )
+    answers_field: str = Field(default="answers", description="rules: the column with the gold answers")
+    rubric: str = Field(default="", description="judge: what a good answer is (a row's `rubric` column wins)")
+    max_concurrency: int = Field(default=8, ge=1, description="judge: calls in flight at once")
+    timeout_s: float = Field(default=60.0, gt=0, description="judge: per call attempt")
+    retries: int = Field(default=2, ge=0, description="judge: retries of a failed call")
+    api_key_env: str | None = Field(default=None, description="judge: env var holding the API key")
+
+    @model_validator(mode="after")
+    def _model_matches_kind(self) -> RewardSource:
+        if self.kind in ("judge", "model") and not self.model:
+            what = {"judge": "a synth model spec, e.g. openai:gpt-4o-mini"}.get(
+                self.kind, "a `synth train reward` run folder"
+            )
+            raise ValueError(f"a {self.kind} reward needs model: {what}")
+        if self.kind in ("exact_match", "f1") and self.model:
+            raise ValueError(
+                f"a {self.kind} reward compares with gold answers and takes no model; remove model"
+            )
+        return self
+
+
+class GRPOSettings(CommonSettings):
+    """``synth train grpo``: group-relative policy optimisation on prompts (``rl`` exports)."""
+
+    data: str = Field(min_length=1, description="prompt dataset (`synth export -f rl`): prompt (+ answers)")
+    rewards: list[RewardSource] = Field(
+        default_factory=lambda: [RewardSource(kind="exact_match")], min_length=1
+    )
+    num_generations: int = Field(default=4, ge=2, description="completions sampled per prompt (the group)")
+    max_completion_length: int = Field(default=64, ge=1)
+    temperature: float = Field(default=1.0, gt=0)
+    beta: float = Field(default=0.0, ge=0, description="KL coefficient; 0 loads no reference model")
+    loss_type: Literal["grpo", "dapo", "dr_grpo", "bnpo"] = "dapo"
+    learning_rate: float = Field(default=1e-6, gt=0)
+
+    @model_validator(mode="after")
+    def _batch_holds_whole_groups(self) -> GRPOSettings:
+        if (self.batch_size * self.grad_accum) % self.num_generations:
+            raise ValueError(
+                f"batch_size x grad_accum ({self.batch_size} x {self.grad_accum}) must be a multiple of "
+                f"num_generations ({self.num_generations}): each step trains whole groups of completions"
+            )
+        return self
+
+
+class PPOSettings(CommonSettings):
+    """``synth train ppo``: actor-critic PPO (TRL 1.12, its own environment: `make venv-ppo`)."""
+
+    data: str = Field(min_length=1, description="prompt dataset (`synth export -f rl`): prompt (+ answers)")
+    reward: RewardSource = Field(default_factory=lambda: RewardSource(kind="exact_match"))
+    value_model: str | None = Field(
+        default=None, description="critic initialisation (default: the reward model, else the policy base)"
+    )
+    response_length: int = Field(default=64, ge=1)
+    temperature: float = Field(default=0.7, gt=0)
+    num_ppo_epochs: int = Field(default=4, ge=1)
+    num_mini_batches: int = Field(default=1, ge=1)
+    kl_coef: float = Field(default=0.05, ge=0)
+    cliprange: float = Field(default=0.2, gt=0)
+    vf_coef: float = Field(default=0.1, gt=0)
+    cliprange_value: float = Field(default=0.2, gt=0)
+    gamma: float = Field(default=1.0, ge=0, le=1)
+    lam: float = Field(default=0.95, ge=0, le=1)
+    missing_eos_penalty: float | None = Field(default=None, ge=0)
+    learning_rate: float = Field(default=3e-6, gt=0)
+
+    @model_validator(mode="after")
+    def _no_judge(self) -> PPOSettings:
+        if self.reward.kind == "judge":
+            raise ValueError("reward.kind: judge is a GRPO reward; PPO takes exact_match, f1 or model")
+        return self
+
+
+class MITOSettings(CommonSettings):
+    """``synth train mito``: ATM's MITO on {prompt, adv_prompt, answer} rows (clean / attacked context)."""
+
+    data: str = Field(min_length=1, description="MITO dataset: prompt, adv_prompt, answer")
+    beta: float = Field(default=0.2, ge=0, description="weight of the token KL(attacked || clean)")
+    stop_gradient_clean: bool = Field(
+        default=False,
+        description="true: the KL term treats the clean distribution as a fixed target (only CE trains it)",
+    )
+
+
 #: Keys a stage of ``hybrid`` may not set: the hybrid command chooses them.
 _STAGE_FIXED = ("model", "output_dir", "merge")
 
@@ -145,7 +253,15 @@ class HybridSettings(CommonSettings):
             raise ConfigError(format_validation_error(exc, cls, prefix=f"stage{stage}.")) from None
 
 
-SETTINGS: dict[str, type[CommonSettings]] = {"sft": SFTSettings, "dpo": DPOSettings, "hybrid": HybridSettings}
+SETTINGS: dict[str, type[CommonSettings]] = {
+    "sft": SFTSettings,
+    "dpo": DPOSettings,
+    "hybrid": HybridSettings,
+    "reward": RewardSettings,
+    "grpo": GRPOSettings,
+    "ppo": PPOSettings,
+    "mito": MITOSettings,
+}
 #: Keys that may change between a run and its resumption (they extend or relabel a run, not alter it).
 RESUMABLE_KEYS = frozenset(
     {"epochs", "max_steps", "save_steps", "save_total_limit", "logging_steps", "report_to", "merge"}

@@ -16,19 +16,34 @@ from typing import Any, Literal
 
 from train.errors import TrainError
 
-Format = Literal["messages", "prompt_completion", "text", "preference"]
+Format = Literal["messages", "prompt_completion", "text", "preference", "mito", "prompt"]
 #: Columns that TRL reads besides the format's own (per-row template variables, e.g. SMART short rows'
 #: ``assistant_header``).
 PASSTHROUGH = ("chat_template_kwargs",)
 _COLUMNS: dict[Format, tuple[str, ...]] = {
     "preference": ("prompt", "chosen", "rejected"),
+    "mito": ("prompt", "adv_prompt", "answer"),
     "prompt_completion": ("prompt", "completion"),
     "messages": ("messages",),
     "text": ("text",),
+    "prompt": ("prompt",),
+}
+#: The formats each command trains on (a prompt-only command also takes any other format with a prompt).
+ALLOWED: dict[str, tuple[Format, ...]] = {
+    "sft": ("messages", "prompt_completion", "text"),
+    "dpo": ("preference",),
+    "reward": ("preference",),
+    "grpo": ("prompt",),
+    "ppo": ("prompt",),
+    "mito": ("mito",),
 }
 _HOW = {
     "sft": "a `messages` export (synth export RUN -f sft -o DIR) or prompt/completion (-f sft-short)",
     "dpo": "a preference export with prompt/chosen/rejected (synth export RUN -f dpo -o DIR)",
+    "reward": "a preference export with prompt/chosen/rejected (synth export RUN -f dpo -o DIR)",
+    "grpo": "a prompt column, plus gold `answers` for rule rewards (synth export RUN -f rl -o DIR)",
+    "ppo": "a prompt column, plus gold `answers` for rule rewards (synth export RUN -f rl -o DIR)",
+    "mito": "MITO rows with prompt (clean context), adv_prompt (attacked context) and answer",
 }
 
 
@@ -90,12 +105,15 @@ def detect_format(columns: list[str]) -> Format | None:
     return None
 
 
-def prepare(dataset: Any, command: Literal["sft", "dpo"], where: str) -> tuple[Any, Format]:
-    """Keep only the columns TRL reads (ids and metadata would confuse its format detection)."""
+def prepare(dataset: Any, command: str, where: str) -> tuple[Any, Format]:
+    """Keep only the columns TRL reads (ids and metadata would confuse its format detection).
+
+    Prompt-only commands (grpo, ppo) keep every column: reward functions read gold answers, rubrics etc.
+    """
+    allowed = ALLOWED[command]
+    if allowed == ("prompt",) and "prompt" in dataset.column_names:
+        return dataset, "prompt"
     fmt = detect_format(dataset.column_names)
-    allowed: tuple[Format, ...] = (
-        ("preference",) if command == "dpo" else ("messages", "prompt_completion", "text")
-    )
     if fmt not in allowed:
         raise TrainError(
             f"dataset {where} has columns {dataset.column_names}, which `synth train {command}` cannot use; "

@@ -239,16 +239,20 @@ def prepare_synced(
     return outcome
 
 
-def merge_adapter(base: str, adapter: Path, out: Path, dtype: Any) -> Path:
+def merge_adapter(base: str, adapter: Path, out: Path, dtype: Any, head: str = "causal") -> Path:
     """Merge a LoRA adapter into its (unquantised) base and save a plain model folder with the tokenizer.
 
     The base is reloaded unquantised even after QLoRA: merging into 4-bit weights would round the update
     away. Written to a temp folder first, then renamed, so ``merged/`` is never half written.
+    ``head="score"``: a reward model (sequence classification, one label), whose adapter carries its head.
     """
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    if head == "score":
+        model = AutoModelForSequenceClassification.from_pretrained(base, dtype=dtype, num_labels=1)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from train.common import (
     Hardware,
@@ -26,7 +26,17 @@ from train.common import (
     resolve_precision,
     torch_dtype,
 )
-from train.config import CommonSettings, DPOSettings, SFTSettings, dump_settings
+from train.config import (
+    CommonSettings,
+    DPOSettings,
+    GRPOSettings,
+    Kind,
+    MITOSettings,
+    PPOSettings,
+    RewardSettings,
+    SFTSettings,
+    dump_settings,
+)
 from train.data import Format, fingerprint, is_conversational, load_rows, prepare
 from train.runfolder import RunFolder, RunResult, is_main_process, merge_adapter, prepare_synced, write_json
 
@@ -87,12 +97,15 @@ class Job:
     folder: RunFolder
     callbacks: Sequence[Any]
     tokenizer: Any = None
+    head: str = "causal"  # "score": a reward model (sequence classification)
 
 
 TrainerBuilder = Callable[[Job], Any]
+#: Settings of the commands that train one model on one dataset (all but hybrid).
+DataSettings = SFTSettings | DPOSettings | RewardSettings | GRPOSettings | PPOSettings | MITOSettings
 
 
-def build_plan(kind: Literal["sft", "dpo"], settings: SFTSettings | DPOSettings) -> tuple[Plan, Job]:
+def build_plan(kind: Kind, settings: DataSettings) -> tuple[Plan, Job]:
     """Resolve hardware, precision, model and data, and count parameters on an empty model."""
     hardware = detect_hardware(settings.device)
     precision = resolve_precision(settings.precision, hardware)
@@ -100,13 +113,16 @@ def build_plan(kind: Literal["sft", "dpo"], settings: SFTSettings | DPOSettings)
     check_report_to(settings)
     base = resolve_model(settings.model)
     dataset, fmt = prepare(load_rows(settings.data, settings.limit), kind, settings.data)
-    counts = count_parameters(base, settings)
+    head = "score" if kind == "reward" else "causal"
+    counts = count_parameters(base, settings, head)
     world = max(hardware.gpus, 1)
     per_step = settings.batch_size * settings.grad_accum * world
+    # GRPO's batch counts completions: every prompt yields num_generations of them.
+    examples = len(dataset) * (settings.num_generations if isinstance(settings, GRPOSettings) else 1)
     steps = (
         f"{settings.max_steps} steps"
         if settings.max_steps > 0
-        else f"{settings.epochs:g} epochs ~ {-(-len(dataset) // per_step) * settings.epochs:.0f} steps"
+        else f"{settings.epochs:g} epochs ~ {-(-examples // per_step) * settings.epochs:.0f} steps"
     )
     warnings: list[str] = []
     if settings.padding_free and hardware.device == "cpu":
@@ -141,13 +157,14 @@ def build_plan(kind: Literal["sft", "dpo"], settings: SFTSettings | DPOSettings)
         conversational=plan.conversational,
         folder=RunFolder(Path(settings.output_dir)),
         callbacks=(),
+        head=head,
     )
     return plan, job
 
 
 def execute(
-    kind: Literal["sft", "dpo"],
-    settings: SFTSettings | DPOSettings,
+    kind: Kind,
+    settings: DataSettings,
     builder: TrainerBuilder,
     *,
     fresh: bool = False,
@@ -213,7 +230,7 @@ def finish(kind: str, job: Job, trainer: Any, output: Any, resumed: str | None, 
         # models): evaluation and serving render prompts with exactly that template.
         job.tokenizer.save_pretrained(str(target))
         if result.merged:
-            merge_adapter(job.base, target, merged, torch_dtype(job.precision, "lora"))
+            merge_adapter(job.base, target, merged, torch_dtype(job.precision, "lora"), job.head)
         folder.write_result(result)
     # Other processes wait for the merge: a hybrid's stage 2 loads it right after.
     trainer.accelerator.wait_for_everyone()

@@ -1,0 +1,86 @@
+"""``synth train grpo``: group-relative policy optimisation (TRL ``GRPOTrainer``) on prompt datasets.
+
+For every prompt the policy samples ``num_generations`` completions; each completion is scored by every
+configured reward source (:mod:`train.rewards`: exact match / F1 against gold answers, a judge role on any
+synth model spec, a ``synth train reward`` model), the scores are summed with the configured weights, and
+the advantage of a completion is its reward relative to its group. Data: an ``rl`` export (``prompt`` +
+``answers``) or any dataset with a ``prompt`` column; every other column reaches the reward functions
+(``answers``, a per-row ``rubric`` for the judge).
+
+``batch_size`` counts completions: ``batch_size x grad_accum`` must hold whole groups (a multiple of
+``num_generations``). With ``beta: 0`` (TRL's default) no reference model is loaded; with ``beta > 0``
+and LoRA the reference is the adapter switched off.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from train.common import lora_config, quantization_config, trainer_arguments
+from train.config import GRPOSettings
+from train.data import load_rows
+from train.errors import TrainError
+from train.rewards import build_reward_funcs
+from train.runfolder import RunResult
+from train.runner import Job, Plan, execute
+
+
+def check_reward_columns(settings: GRPOSettings, columns: list[str]) -> None:
+    """Rule rewards need gold answers: say so before any model loads."""
+    for source in settings.rewards:
+        if source.kind in ("exact_match", "f1") and source.answers_field not in columns:
+            raise TrainError(
+                f"reward {source.kind} needs gold answers in a '{source.answers_field}' column of "
+                f"{settings.data} (columns: {columns}); export with `synth export RUN -f rl`, set "
+                "answers_field: to the column that holds them, or use a judge/model reward"
+            )
+
+
+def build_grpo_trainer(job: Job) -> Any:
+    """The TRL ``GRPOTrainer`` for a resolved job: policy by path (LoRA via ``peft_config``), one reward
+    function per configured source, weights in ``reward_weights``."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    settings = job.settings
+    assert isinstance(settings, GRPOSettings)
+    check_reward_columns(settings, job.dataset.column_names)
+    funcs, reward_tokenizers, weights = build_reward_funcs(settings.rewards)
+    arguments = trainer_arguments(settings, job.hardware, job.precision, job.folder.checkpoints)
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    args = GRPOConfig(
+        **{key: value for key, value in arguments.items() if key in known},
+        num_generations=settings.num_generations,
+        max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature,
+        beta=settings.beta,
+        loss_type=settings.loss_type,
+        reward_weights=weights,
+    )
+    return GRPOTrainer(
+        model=job.base,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=job.dataset,
+        processing_class=job.tokenizer,
+        reward_processing_classes=reward_tokenizers,
+        callbacks=list(job.callbacks),
+        peft_config=lora_config(settings),
+        quantization_config=quantization_config(settings, job.precision),
+    )
+
+
+def run_grpo(
+    settings: GRPOSettings,
+    *,
+    fresh: bool = False,
+    dry_run: bool = False,
+    callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] = print,
+) -> RunResult | Plan:
+    """Train (or plan, with ``dry_run``) a GRPO run; re-running the same settings resumes it."""
+    check_reward_columns(settings, load_rows(settings.data, 1).column_names)  # before any model loads
+    return execute(
+        "grpo", settings, build_grpo_trainer, fresh=fresh, dry_run=dry_run, callbacks=callbacks, log=log
+    )
