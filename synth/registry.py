@@ -10,7 +10,7 @@ from synth.graph import SynthGraph
 
 #: Built-in graphs, also declared as entry points in pyproject.toml; listed here so a source checkout
 #: that is not pip-installed still finds them.
-BUILTIN = {"coevol": "graphs.coevol:GRAPH", "smart": "graphs.smart:GRAPH"}
+BUILTIN = {"atm": "graphs.atm:GRAPH", "coevol": "graphs.coevol:GRAPH", "smart": "graphs.smart:GRAPH"}
 
 
 def available() -> dict[str, str]:

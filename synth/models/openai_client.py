@@ -167,9 +167,10 @@ class SynthOpenAIChatCompletionClient(OpenAIChatCompletionClient):
 
 
 def build_openai_client(
-    model: str, base_url: str | None, options: ClientOptions
+    model: str, base_url: str | None, options: ClientOptions, *, logprobs: str | None = None
 ) -> SynthOpenAIChatCompletionClient:
-    """The inner client for ``openai:MODEL[@BASE_URL]`` (the key is read here and never stored elsewhere)."""
+    """The inner client for ``openai:MODEL[@BASE_URL][?logprobs=vllm]`` (the key is read here and never
+    stored elsewhere). With ``logprobs="vllm"`` it also scores text (:mod:`synth.models.openai_logprobs`)."""
     kwargs: dict[str, Any] = {
         "model": model,
         "api_key": resolve_api_key(base_url, options.api_key_env),
@@ -181,4 +182,8 @@ def build_openai_client(
     if base_url:
         kwargs["base_url"] = base_url
     kwargs.update(options.backend_options)
+    if logprobs == "vllm":
+        from synth.models.openai_logprobs import VllmScoringClient
+
+        return VllmScoringClient(**kwargs)
     return SynthOpenAIChatCompletionClient(**kwargs)

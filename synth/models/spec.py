@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
@@ -18,11 +18,16 @@ from synth.errors import ModelSpecError
 from synth.models.managed import ClientOptions, ManagedClient
 
 Backend = Literal["openai", "local", "replay"]
+#: Ways an OpenAI-compatible server can score text: ``vllm`` = chat completions with vLLM's
+#: ``prompt_logprobs`` and ``continue_final_message`` extensions (see :mod:`synth.models.openai_logprobs`).
+LogprobsMode = Literal["vllm"]
+LOGPROBS_MODES = ("vllm",)
 
 ACCEPTED_FORMS = (
     "openai:MODEL                      e.g. openai:gpt-4o-mini (api.openai.com, key in OPENAI_API_KEY)\n"
     "  openai:MODEL@BASE_URL             e.g. openai:Qwen/Qwen2.5-7B-Instruct@http://localhost:8000/v1 "
     "(vLLM, SGLang, llama.cpp server...)\n"
+    "  openai:MODEL@BASE_URL?logprobs=vllm  the same, scoring text by vLLM's prompt_logprobs (ATM, judges)\n"
     "  local:NAME | local:/path/to/folder e.g. local:gemma-3-270m (embedded model, CPU)\n"
     "  replay:FILE.jsonl                 scripted replies, one per line (tests)"
 )
@@ -37,10 +42,14 @@ class ModelSpec(BaseModel):
     model: str
     base_url: str | None = None
     path: Path | None = None
+    #: How an OpenAI-compatible server scores given text (``?logprobs=vllm``); None: it cannot.
+    logprobs: LogprobsMode | None = None
 
     def __str__(self) -> str:
-        if self.backend == "openai" and self.base_url:
-            return f"openai:{self.model}@{self.base_url}"
+        if self.backend == "openai":
+            where = f"@{self.base_url}" if self.base_url else ""
+            query = f"?logprobs={self.logprobs}" if self.logprobs else ""
+            return f"openai:{self.model}{where}{query}"
         if self.backend == "replay":
             return f"replay:{self.path}"
         return f"{self.backend}:{self.model}"
@@ -52,6 +61,23 @@ def _bad(spec: str, why: str) -> ModelSpecError:
 
 def _looks_like_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or "/" in value or "\\" in value
+
+
+def _logprobs_option(spec: str, query: str) -> LogprobsMode | None:
+    """The ``?logprobs=MODE`` suffix of an openai spec (the only option a spec string carries)."""
+    if not query:
+        return None
+    try:
+        options = dict(parse_qsl(query, strict_parsing=True))
+    except ValueError:
+        raise _bad(spec, f"the options after '?' must look like logprobs=vllm, not {query!r}") from None
+    unknown = sorted(set(options) - {"logprobs"})
+    if unknown:
+        raise _bad(spec, f"unknown option {', '.join(unknown)} after '?' (known: logprobs)")
+    mode = options["logprobs"]
+    if mode not in LOGPROBS_MODES:
+        raise _bad(spec, f"logprobs={mode} is not supported; use logprobs=vllm")
+    return mode  # type: ignore[return-value]
 
 
 def parse_spec(spec: str) -> ModelSpec:
@@ -69,6 +95,8 @@ def parse_spec(spec: str) -> ModelSpec:
         raise _bad(spec, f"nothing follows '{backend}:'")
     rest = rest.strip()
     if backend == "openai":
+        rest, _, query = rest.partition("?")
+        logprobs = _logprobs_option(spec, query)
         model, base_url = rest, None
         for scheme in ("@http://", "@https://"):
             at = rest.find(scheme)
@@ -84,7 +112,7 @@ def parse_spec(spec: str) -> ModelSpec:
             if not urlsplit(base_url).hostname:
                 raise _bad(spec, "the base URL has no host")
             base_url = base_url.rstrip("/")
-        return ModelSpec(backend="openai", model=model, base_url=base_url)
+        return ModelSpec(backend="openai", model=model, base_url=base_url, logprobs=logprobs)
     if backend == "local":
         if _looks_like_path(rest):
             return ModelSpec(backend="local", model=rest, path=Path(rest).expanduser())
@@ -109,7 +137,7 @@ def make_client(
     if parsed.backend == "openai":
         from synth.models.openai_client import build_openai_client
 
-        inner = build_openai_client(parsed.model, parsed.base_url, opts)
+        inner = build_openai_client(parsed.model, parsed.base_url, opts, logprobs=parsed.logprobs)
     elif parsed.backend == "replay":
         from synth.models.replay import build_replay_client
 

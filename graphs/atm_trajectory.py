@@ -1,0 +1,101 @@
+"""ATM's final state -> the trajectory's ``result`` and ``scores``.
+
+The result keeps everything the exports need, as the graph saw it: the prompts are the messages the
+attacker and the generator were actually sent (taken from their steps), and the closed-book prompt is the
+generator's template rendered without documents. Exports never re-render templates.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from graphs.atm_seed import example_passage, gold_answers
+from graphs.smart_exports import exact_match
+from roles.atm import ATTACKER, GENERATOR, generator_inputs
+
+
+def request_messages(step: Mapping[str, Any] | None) -> list[dict[str, str]]:
+    """What a role was sent: its messages up to the first reply (a repair turn's are not included)."""
+    out: list[dict[str, str]] = []
+    for message in (step or {}).get("messages", []):
+        if message["role"] == "assistant":
+            break
+        out.append({"role": message["role"], "content": message["content"]})
+    return out
+
+
+def _step(state: Mapping[str, Any], role: str, node: str) -> dict[str, Any] | None:
+    return next(
+        (s for s in state.get("steps", []) if s["role"] == role and s["node"] == node and s["ok"]), None
+    )
+
+
+def preference_pair(fabrications: Sequence[Mapping[str, Any]]) -> tuple[int, int] | None:
+    """(chosen, rejected) sample indices: the highest-NLL fabrication over the lowest; None on a tie or
+    with fewer than two scored fabrications. Ties on NLL go to the lower sample index."""
+    scored = [f for f in fabrications if f.get("nll") is not None]
+    if len(scored) < 2:
+        return None
+    chosen = max(scored, key=lambda f: (f["nll"], -f["sample"]))
+    rejected = min(scored, key=lambda f: (f["nll"], f["sample"]))
+    if chosen["nll"] <= rejected["nll"]:
+        return None
+    return chosen["sample"], rejected["sample"]
+
+
+def closed_book_prompt(question: str) -> list[dict[str, str]]:
+    system, user = GENERATOR.render(**generator_inputs(question, []))
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def to_trajectory(state: Mapping[str, Any]) -> dict[str, Any]:
+    seed = state["seed"]
+    golds = gold_answers(seed)
+    nll = {r["sample"]: r["nll"] for r in state.get("ranking", [])}
+    fabrications = [
+        {**{k: f[k] for k in ("sample", "ok", "title", "text", "error")}, "nll": nll.get(f["sample"])}
+        for f in sorted(state.get("fabrications", []), key=operator.itemgetter("sample"))
+    ]
+    pair = preference_pair(fabrications)
+    answers = {a["context"]: a["answer"] for a in state.get("answers", [])}
+    passages = state["passages"]
+    attack_step = next((s for s in state.get("steps", []) if s["role"] == ATTACKER.name and s["ok"]), None)
+    em_clean, em_attacked = exact_match(answers["clean"], golds), exact_match(answers["attacked"], golds)
+    result = {
+        "question": seed["question"],
+        "answers": golds,
+        "gold_answer": golds[0],
+        "passages": [
+            {k: p[k] for k in ("id", "title", "text", "gold", "hasanswer", "source")} for p in passages
+        ],
+        "retrieval": state.get("retrieval", []),
+        "example": example_passage(passages),
+        "attacker_prompt": request_messages(attack_step),
+        "fabrications": fabrications,
+        "gold_nll": state.get("gold_nll"),
+        "chosen": pair[0] if pair else None,
+        "rejected": pair[1] if pair else None,
+        "perturbation": state["perturbation"],
+        "attacked_context": state["attacked_context"],
+        "clean_prompt": request_messages(_step(state, GENERATOR.name, "answer_clean")),
+        "attacked_prompt": request_messages(_step(state, GENERATOR.name, "answer_attacked")),
+        "closed_book_prompt": closed_book_prompt(seed["question"]),
+        "clean_answer": answers["clean"],
+        "attacked_answer": answers["attacked"],
+        "exact_match_clean": em_clean,
+        "exact_match_attacked": em_attacked,
+        "sft_context": state["sft_context"],
+    }
+    scored = [f["nll"] for f in fabrications if f["nll"] is not None]
+    scores = {
+        "exact_match_clean": float(em_clean),
+        "exact_match_attacked": float(em_attacked),
+        "fabrications": len(scored),
+        "nll_max": max(scored),
+        "nll_min": min(scored),
+        "nll_margin": max(scored) - min(scored),
+        "gold_nll": state.get("gold_nll"),
+    }
+    return {"result": result, "scores": scores}
