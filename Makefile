@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 RUN_DIR ?= runs/coevol-demo
 EXPORT_DIR ?= out/coevol-demo
+PPO_VENV ?= .venv-ppo
 
-.PHONY: venv sysdeps run test lint bench clean
+.PHONY: venv venv-ppo sysdeps run test lint bench clean pictures
 
 # Debian packages the tests use: Chromium renders `synth report` pages headless, graphviz draws graph
 # pictures (`synth graphs show --png`). Installed only when missing; needs root (CI runs as root).
@@ -34,15 +35,33 @@ run: venv
 	$(BIN)/synth status $(RUN_DIR)
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
-test: venv sysdeps
+test: venv venv-ppo sysdeps
 	$(BIN)/ruff check synth roles graphs train tests bench
 	$(BIN)/mypy
 	@$(BIN)/python -m pytest -q -rs; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+	@echo "== PPO tests (tests/train/ppo) in $(PPO_VENV): trl==1.12.0"
+	@$(PPO_VENV)/bin/python -m pytest tests/train/ppo -q -rs; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no PPO tests"; exit 1; fi; exit $$rc
+
+# PPO needs TRL 1.12 (TRL removed PPOTrainer in 1.13): a second venv with the project and its `ppo`
+# extra (trl==1.12.0 resolves beside the base dependencies). torch first and exactly, as in `venv`.
+venv-ppo:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	@test -x $(PPO_VENV)/bin/python || $(PYTHON) -m venv $(PPO_VENV)
+	$(PPO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PPO_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(PPO_VENV)/bin/python -m pip install -q -e '.[ppo,dev]'
+
+# Pictures of the built-in graphs and the YAML example for README (graphviz `dot`, offline).
+pictures:
+	@mkdir -p docs/img
+	for g in atm coevol smart examples/reflexion.yaml; do \
+	  $(BIN)/synth graphs show $$g --png docs/img/$$(basename $$g .yaml).png >/dev/null; done
 
 lint:
 	$(BIN)/ruff check synth roles graphs train tests bench
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) runs out build *.egg-info
+	rm -rf $(VENV) $(PPO_VENV) runs out build *.egg-info

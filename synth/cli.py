@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
+from synth.cli_data import export_command, filter_command
 from synth.cli_eval import eval_app
 from synth.cli_graphs import graphs_app, roles_app
 from synth.cli_index import index_app
+from synth.cli_push import push_command
+from synth.cli_report import report_command
 from synth.cli_train import train_app
 from synth.errors import SynthError
 
@@ -28,7 +33,16 @@ app.add_typer(roles_app, name="roles")
 app.add_typer(index_app, name="index")
 app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
+app.command("push")(push_command)
+app.command("report")(report_command)
 console = Console(stderr=True)
+
+
+class Executor(StrEnum):
+    """Where ``synth run`` runs the rows."""
+
+    asyncio = "asyncio"
+    ray = "ray"
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -94,10 +108,25 @@ def run(
     adaptive: Annotated[
         bool, typer.Option(help="Adapt calls in flight: halve on 429, grow while latency holds.")
     ] = False,
+    trace: Annotated[
+        bool, typer.Option(help="Print each row's node events live (role outputs, tokens, seconds).")
+    ] = False,
+    executor: Annotated[
+        Executor, typer.Option(help="asyncio (this process) or ray (blocks on Ray actors; docs/ray.md).")
+    ] = Executor.asyncio,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local cluster).")
+    ] = None,
+    ray_block_rows: Annotated[
+        int, typer.Option(help="Rows per Ray block (one shard, one resume unit).")
+    ] = 100,
+    ray_actors: Annotated[
+        int, typer.Option(help="Ray actors; each runs one block at a time, --concurrency rows in flight.")
+    ] = 2,
 ) -> None:
     """Run GRAPH over the input rows into a run folder; re-running the same command resumes.
 
-    GRAPH is a registered name or ``package.module:NAME`` / ``path/file.py:NAME``."""
+    GRAPH is a registered name, ``package.module:NAME`` / ``path/file.py:NAME``, or ``path/graph.yaml``."""
     from synth.session import RunRequest, run_session
 
     options = _parse_options(option)
@@ -122,6 +151,11 @@ def run(
         cache=cache,
         checkpoints=checkpoints,
         adaptive=adaptive,
+        trace=trace,
+        executor=executor.value,
+        ray_address=address,
+        ray_block_rows=ray_block_rows,
+        ray_actors=ray_actors,
     )
     summary, folder = asyncio.run(run_session(request, console))
     console.print(
@@ -130,34 +164,8 @@ def run(
     )
 
 
-@app.command()
-def export(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="Export format of the run's graph.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output dataset folder.")],
-) -> None:
-    """Export a run's ok trajectories as a Hugging Face dataset (parquet) that load_dataset(OUT) reads."""
-    from synth.export import export_run
-    from synth.session import resolve_graph
-    from synth.store import RunStore
-
-    store = RunStore(run_dir)
-    graph_name = store.read_config()["graph"]
-    store.close()
-    result = export_run(run_dir, resolve_graph(graph_name), format, out)
-    console.print(result.describe())
-
-
-@app.command("filter")
-def filter_run(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder.")],
-    config: Annotated[Path, typer.Option("--config", "-c", help="Filters YAML (a `filters:` list).")],
-) -> None:
-    """Re-apply filters to a run's records (no model is called); failing rows become `filtered` + reason."""
-    from synth.filters import apply_filters, load_config
-
-    counts = apply_filters(run_dir, load_config(config))
-    console.print(", ".join(f"{key}: {value}" for key, value in sorted(counts.items())) or "no ok records")
+app.command("export")(export_command)
+app.command("filter")(filter_command)
 
 
 @app.command()
@@ -188,5 +196,6 @@ def main() -> None:
     try:
         app()
     except (SynthError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}", soft_wrap=True)  # unwrapped: paths stay greppable
+        # unwrapped: paths stay greppable; escaped: brackets in messages (pip extras, paths) are not markup
+        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(2) from None

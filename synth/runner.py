@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +68,10 @@ class Runner:
         options: Mapping[str, Any] | None = None,
         concurrency: int = 16,
         checkpoints: bool = True,
+        on_event: Callable[[str, str, Any], None] | None = None,
     ) -> None:
+        """``on_event(trajectory_id, node, update)`` sees every node's state update as it finishes
+        (``synth run --trace``); without it rows run with plain ``ainvoke``."""
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
         self.graph = graph
@@ -77,6 +80,7 @@ class Runner:
         self.options = graph.resolve_options(options or {})
         self.concurrency = concurrency
         self.checkpoints = checkpoints
+        self.on_event = on_event
         self.fingerprint = run_fingerprint(graph, self.options, models.specs)
         self._secrets = secret_values()
         self._resumable: set[str] = set()
@@ -98,11 +102,16 @@ class Runner:
         retry_failed: bool = False,
         on_record: Callable[[Trajectory], None] | None = None,
         on_skip: Callable[[], None] | None = None,
+        occurrences: Mapping[str, int] | None = None,
+        skip: Collection[str] = (),
     ) -> RunSummary:
         """Process ``rows`` (lazily consumed). ``retry_failed`` re-runs only rows stored as failed.
 
         ``on_record`` sees each record once it is stored; ``on_skip`` is called for each row skipped
         because its record already exists (or, with ``retry_failed``, because it did not fail).
+        A slice of a larger input (a Ray block) passes ``occurrences``: how often each row key occurred
+        before the slice, so identical rows get the ids a whole-input run gives them; and ``skip``: ids
+        already stored elsewhere (the run's merged store), treated like records of this store.
         """
         summary = RunSummary()
         started = time.perf_counter()
@@ -115,7 +124,15 @@ class Runner:
             writer = asyncio.create_task(self._writer(queue, saver, summary, on_record))
             try:
                 await self._feed(
-                    compiled, rows, queue, summary, limit=limit, retry_failed=retry_failed, on_skip=on_skip
+                    compiled,
+                    rows,
+                    queue,
+                    summary,
+                    limit=limit,
+                    retry_failed=retry_failed,
+                    on_skip=on_skip,
+                    occurrences=Counter(occurrences or {}),
+                    skip=skip,
                 )
             finally:
                 await queue.put(None)
@@ -133,10 +150,11 @@ class Runner:
         limit: int | None,
         retry_failed: bool,
         on_skip: Callable[[], None] | None,
+        occurrences: Counter[str],
+        skip: Collection[str],
     ) -> None:
         failed = self.store.failed_ids()
-        done = self.store.finished_ids() | (set() if retry_failed else failed)
-        occurrences: Counter[str] = Counter()
+        done = self.store.finished_ids() | (set() if retry_failed else failed) | set(skip)
         slots = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -197,7 +215,7 @@ class Runner:
             # Interrupted mid-graph: resume from the last node. A kill right after the input checkpoint
             # leaves no `next` but a finished __start__ task whose writes are pending: resume that too.
             if snapshot.next or snapshot.tasks:
-                return await compiled.ainvoke(None, config, durability="sync")  # type: ignore[no-any-return]
+                return await self._drive(compiled, None, config, durability="sync")
             if snapshot.values:  # finished before the record was written
                 return dict(snapshot.values)
         # "sync" durability: a node's checkpoint is on disk before the next node starts, so a SIGKILL at
@@ -205,8 +223,23 @@ class Runner:
         # Without a checkpointer LangGraph must not be given a durability (it fails on it).
         state = self.graph.initial_state(dict(row.data))
         if not self.checkpoints:
-            return await compiled.ainvoke(state, config)  # type: ignore[no-any-return]
-        return await compiled.ainvoke(state, config, durability="sync")  # type: ignore[no-any-return]
+            return await self._drive(compiled, state, config)
+        return await self._drive(compiled, state, config, durability="sync")
+
+    async def _drive(self, compiled: Any, state: Any, config: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        """``ainvoke``; with an ``on_event`` hook, ``astream`` node updates to it and return the final state
+        (the last ``values`` chunk is what ``ainvoke`` returns)."""
+        if self.on_event is None:
+            return await compiled.ainvoke(state, config, **kw)  # type: ignore[no-any-return]
+        final: dict[str, Any] = {}
+        tid = config["configurable"]["thread_id"]
+        async for mode, chunk in compiled.astream(state, config, stream_mode=["updates", "values"], **kw):
+            if mode == "values":
+                final = chunk
+                continue
+            for node, update in chunk.items():
+                self.on_event(tid, node, update or {})
+        return final
 
     async def _saved_state(self, compiled: Any, config: dict[str, Any]) -> dict[str, Any]:
         if not self.checkpoints:

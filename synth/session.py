@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -35,6 +36,7 @@ from synth.logs import RunLog, error_kind
 from synth.registry import available, load_graph
 from synth.runner import Runner, RunSummary, run_fingerprint
 from synth.store import RunLock, RunStore
+from synth.trace import NodeTrace
 from synth.trajectory import Trajectory
 
 CACHE_FILE = "calls.sqlite"
@@ -64,10 +66,21 @@ class RunRequest(BaseModel):
     checkpoints: bool = True
     cache: bool = True
     adaptive: bool = False
+    #: Print every finished node of every row (not stored in config.yaml: it changes no result).
+    trace: bool = False
+    #: ``asyncio`` (this process) or ``ray`` (blocks of rows on a Ray cluster; docs/ray.md).
+    executor: Literal["asyncio", "ray"] = "asyncio"
+    ray_address: str | None = None
+    ray_block_rows: int = Field(default=100, ge=1)
+    ray_actors: int = Field(default=2, ge=1)
 
 
 def resolve_graph(ref: str) -> SynthGraph:
-    """A registered name (``coevol``), or ``package.module:NAME`` / ``path/file.py:NAME`` for any graph."""
+    """A registered name (``coevol``), ``package.module:NAME`` / ``path/file.py:NAME``, or a YAML spec."""
+    from synth.spec import is_spec_path, load_spec
+
+    if is_spec_path(ref) and ref not in available():
+        return load_spec(ref)
     if ref in available() or ":" not in ref:
         return load_graph(ref)
     target, _, attribute = ref.rpartition(":")
@@ -140,6 +153,11 @@ def _fingerprint_of(folder: Path) -> str | None:
 async def run_session(request: RunRequest, console: Console | None = None) -> tuple[RunSummary, Path]:
     """Run ``request`` to completion; returns the summary and the folder written (``--new`` may pick one)."""
     console = console or Console(stderr=True, quiet=True)
+    if request.executor == "ray" and request.retry_failed:
+        raise SynthError(
+            "--retry-failed runs on the asyncio executor: drop --executor ray (both executors share the run "
+            "folder's records, so the retried rows land in the same store)"
+        )
     graph = resolve_graph(request.graph)
     models = build_models(request.models, request)  # before touching the folder: a bad spec or key fails here
     try:
@@ -160,12 +178,12 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
                 config = {
                     "graph": graph.name,
                     "graph_version": graph.version,
-                    **request.model_dump(mode="json"),
+                    **request.model_dump(mode="json", exclude={"trace"}),
                     "options": options,
                     "fingerprint": fingerprint,
                 }
                 store.write_config(config, fingerprint)
-                if request.cache:
+                if request.cache and request.executor == "asyncio":  # Ray: one cache per block
                     cache = CallCache(folder / CACHE_FILE)
                     stack.callback(cache.close)  # runs first: flushes the cache before the lock goes
                     for client in models.clients():
@@ -189,6 +207,9 @@ def _reset(store: RunStore) -> None:
     store.reset()
     for suffix in ("-wal", "-shm"):
         store.checkpoint_path.with_name(store.checkpoint_path.name + suffix).unlink(missing_ok=True)
+    from synth.executors.shards import SHARDS_DIR
+
+    shutil.rmtree(store.folder / SHARDS_DIR, ignore_errors=True)  # Ray shards, manifest and block folders
 
 
 async def _run(
@@ -201,22 +222,29 @@ async def _run(
         options=request.options,
         concurrency=request.concurrency,
         checkpoints=request.checkpoints,
+        on_event=NodeTrace(console).on_event if request.trace else None,
     )
-    rows = read_rows(request.input, graph.seed_model)
-    total = count_rows(request.input)
+    total = count_rows(request.input) if request.input.is_file() else None
     if request.limit is not None and total is not None:
         total = min(total, request.limit)
     with _progress(console) as progress:
         bar = _RunProgress(progress, total, graph.name, log)
-        summary = await runner.run(
-            rows,
-            limit=request.limit,
-            retry_failed=request.retry_failed,
-            on_record=bar.on_record,
-            on_skip=bar.on_skip,
-        )
+        if request.executor == "ray":
+            from synth.executors.ray_executor import run_on_ray
+
+            summary = await run_on_ray(
+                request, store, runner.fingerprint, on_record=bar.on_record, on_skip=bar.on_skip
+            )
+        else:
+            summary = await runner.run(
+                read_rows(request.input, graph.seed_model),
+                limit=request.limit,
+                retry_failed=request.retry_failed,
+                on_record=bar.on_record,
+                on_skip=bar.on_skip,
+            )
+            summary.clients = client_report(models)
         bar.finish()
-    summary.clients = client_report(models)
     log.event(
         "run_end",
         counts=dict(summary.counts),
@@ -269,9 +297,15 @@ def _progress(console: Console) -> Progress:
 
 
 class _RateColumn(ProgressColumn):
+    """Rows finished by this run over its elapsed time.
+
+    Not Rich's windowed ``task.speed``: rows that finish together (one model batch) give it a near-zero
+    interval, and a 2-row run then read "38701.2 rows/s".
+    """
+
     def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} rows/s" if speed else "- rows/s")
+        done, elapsed = task.completed, task.elapsed
+        return Text(f"{done / elapsed:.2f} rows/s" if done and elapsed else "- rows/s")
 
 
 class _TokenRateColumn(ProgressColumn):
