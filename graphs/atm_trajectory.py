@@ -98,4 +98,28 @@ def to_trajectory(state: Mapping[str, Any]) -> dict[str, Any]:
         "nll_margin": max(scored) - min(scored),
         "gold_nll": state.get("gold_nll"),
     }
+    if result["attacked_prompt"]:
+        result["candidates"] = generator_candidates(result)
     return {"result": result, "scores": scores}
+
+
+def generator_candidates(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The generator's answer under attack and the gold answer, for synth.reuse's generic exports.
+
+    A wrong answer under attack becomes a ``corrections`` record (the attacked prompt, the misled answer,
+    the gold one) and ``rl`` rows carry the attacked prompt with the gold answers as reward fields.
+    """
+    misled = not result["exact_match_attacked"]
+    return {
+        "prompt": result["attacked_prompt"],
+        "answers": [
+            {"text": result["gold_answer"], "score": 1.0, "label": "gold", "correct": True},
+            {
+                "text": result["attacked_answer"],
+                "score": 0.0 if misled else 1.0,
+                "label": "generator under attack",
+                "correct": not misled,
+            },
+        ],
+        "gold": list(result["answers"]),
+    }

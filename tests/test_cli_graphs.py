@@ -14,7 +14,7 @@ from synth.registry import available, load_graph
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
-@pytest.mark.parametrize("name", ["coevol", "smart"])
+@pytest.mark.parametrize("name", ["atm", "coevol", "smart"])
 def test_mermaid_of_builtin_graphs_matches_snapshot(name: str) -> None:
     text = mermaid(load_graph(name))
     snapshot = SNAPSHOTS / f"{name}.mmd"

@@ -143,3 +143,16 @@ def test_synth_run_atm_and_export_through_the_cli(tmp_path: Path, openai_server:
     assert isinstance(refused.exception, SynthError)  # `synth` prints it and exits with status 2
     message = " ".join(str(refused.exception).split())
     assert "role 'generator'" in message and "?logprobs=vllm" in message
+
+
+def test_misled_answers_become_corrections_and_rl_rows(atm_run: Path, tmp_path: Path) -> None:
+    """The generator says "Lyon" under attack: each row yields a correction to the gold "Paris"."""
+    corrections = export(atm_run, "corrections", tmp_path)
+    assert corrections.column_names == ["id", "prompt", "completion"] and len(corrections) == 3
+    for row in corrections:
+        roles = [m["role"] for m in row["prompt"]]
+        assert roles == ["system", "user", "assistant", "user"]
+        assert "FAKE" in row["prompt"][1]["content"]  # the attacked context
+        assert row["prompt"][2]["content"] == "Lyon" and row["completion"][0]["content"] == "Paris"
+    rl = export(atm_run, "rl", tmp_path)
+    assert len(rl) == 3 and all(r["answers"] == ["Paris"] and r["reference"] == "Paris" for r in rl)
