@@ -24,12 +24,13 @@ def _roles_group() -> None:
 @graphs_app.command("list")
 def list_graphs() -> None:
     """Name, description, roles and export formats of every installed graph."""
+    from synth.export import formats_for
+
     table = Table("graph", "description", "roles", "exports")
     for name in sorted(available()):
         graph = load_graph(name)
-        table.add_row(
-            name, graph.description, ", ".join(r.name for r in graph.roles), ", ".join(graph.exports)
-        )
+        formats = ", ".join(formats_for(graph))
+        table.add_row(name, graph.description, ", ".join(r.name for r in graph.roles), formats)
     Console().print(table)
 
 

@@ -31,5 +31,7 @@ def test_graphs_and_roles_are_listed() -> None:
     for name in available():
         assert name in listing.output
     assert "sft-long" in listing.output and "dpo" in listing.output
+    atm_row = next(line for line in listing.output.splitlines() if line.startswith("│ atm"))
+    assert "atm-dpo" in atm_row and "corrections" in atm_row  # graph's own + the standard formats
     roles = runner.invoke(roles_app, ["list"], env={"COLUMNS": "300"})
     assert roles.exit_code == 0 and "fact_locator" in roles.output and "verdict" in roles.output
