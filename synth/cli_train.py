@@ -361,3 +361,66 @@ def mito(
     settings = load_settings("mito", config, _overrides(set_, data=data, beta=beta, **flags))
     assert isinstance(settings, MITOSettings)
     _report(run_mito(settings, fresh=fresh, dry_run=dry_run, log=_say))
+
+
+@train_app.command("atm")
+def atm(
+    config: ConfigOpt = None,
+    set_: SetOpt = [],  # noqa: B006
+    model: Annotated[
+        str | None, typer.Option(help="The generator's starting weights (folder or name).")
+    ] = None,
+    attacker: Annotated[
+        str | None, typer.Option(help="The attacker's starting weights (default: --model).")
+    ] = None,
+    attacker_spec: Annotated[
+        str | None,
+        typer.Option(help="A model spec serving the starting attacker (default local:ATTACKER)."),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="ATM seeds .jsonl (question, answers, passage/ctxs) to synthesize on.")
+    ] = None,
+    eval_data: Annotated[
+        str | None, typer.Option(help="Held-out QA .jsonl (disjoint from --data) for EM under attack.")
+    ] = None,
+    iterations: Annotated[
+        int | None, typer.Option(help="ATM iterations T (raising it extends a run).")
+    ] = None,
+    initial_sft: Annotated[
+        bool | None,
+        typer.Option(
+            "--initial-sft/--no-initial-sft", help="Stage 0: SFT the generator on the ATM sft export."
+        ),
+    ] = None,
+    eval_limit: Annotated[int | None, typer.Option(help="Evaluate on the first N held-out rows.")] = None,
+    output_dir: OutOpt = None,
+    max_steps: StepsOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    precision: PrecisionOpt = None,
+    tuning: TuningOpt = None,
+    limit: Annotated[int | None, typer.Option(help="Synthesize on the first N seed rows only.")] = None,
+    dry_run: DryOpt = False,
+    fresh: FreshOpt = False,
+) -> None:
+    """ATM end to end: synthesize with the attacker, rank by generator NLL, attacker DPO, generator MITO."""
+    from train.atm_config import load_atm_settings
+    from train.atm_loop import run_atm_loop
+
+    flags = _flags(model, output_dir, max_steps, epochs, lr, precision, tuning, None, limit)
+    extra = {
+        "attacker": attacker,
+        "attacker_spec": attacker_spec,
+        "data": data,
+        "eval_data": eval_data,
+        "iterations": iterations,
+        "initial_sft": initial_sft,
+        "eval_limit": eval_limit,
+    }
+    settings = load_atm_settings(config, _overrides(set_, **extra, **flags))
+    outcome = run_atm_loop(settings, fresh=fresh, dry_run=dry_run, log=_say)
+    if isinstance(outcome, list):
+        for line in outcome:
+            _say(line)
+        return
+    print(outcome["final_generator"])

@@ -263,8 +263,10 @@ SETTINGS: dict[str, type[CommonSettings]] = {
     "mito": MITOSettings,
 }
 #: Keys that may change between a run and its resumption (they extend or relabel a run, not alter it).
+#: ``iterations`` (``synth train atm``) extends a loop: iteration t depends only on earlier ones.
 RESUMABLE_KEYS = frozenset(
     {"epochs", "max_steps", "save_steps", "save_total_limit", "logging_steps", "report_to", "merge"}
+    | {"iterations"}
 )
 
 

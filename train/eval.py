@@ -7,6 +7,8 @@ or a ``synth`` model spec (``openai:MODEL@URL``, ``local:PATH``, ``replay:FILE``
 :func:`synth.models.make_client`. Both render prompts with the plain chat format (see :mod:`train.qa`).
 
 Writes ``predictions.jsonl`` (one row per question) and ``summary.json`` into the output folder.
+:mod:`train.eval_attack` (``--attack``) reuses :func:`make_generator` and :func:`score` to answer each
+question on an ATM run's clean and attacked contexts.
 """
 
 from __future__ import annotations
@@ -125,9 +127,14 @@ class SpecGenerator:
             await self.client.close()
 
     async def _one(self, messages: list[dict[str, Any]]) -> str:
-        from autogen_core.models import UserMessage
+        from autogen_core.models import SystemMessage, UserMessage
 
-        chat = [UserMessage(content=m["content"], source="user") for m in messages]
+        chat = [
+            SystemMessage(content=m["content"])
+            if m["role"] == "system"
+            else UserMessage(content=m["content"], source="user")
+            for m in messages
+        ]
         args = {"max_tokens": self.max_new_tokens, "temperature": 0.0}
         result = await self.client.create(chat, extra_create_args=args)
         return result.content if isinstance(result.content, str) else json.dumps(result.content, default=str)
@@ -154,6 +161,33 @@ def _slug(text: str) -> str:
 
 def default_out(model: str, data: Path) -> Path:
     return Path("evals") / f"{_slug(model)}--{_slug(data.stem)}"
+
+
+def make_generator(model: str, style: Style, max_new_tokens: int, batch_size: int) -> tuple[Any, Path | None]:
+    """The generator for ``model`` (a folder: in-process; a spec: its client) and the folder, if any."""
+    folder = resolve_folder(model)
+    if folder is None and style == "smart":
+        if not model.lower().startswith("local:"):
+            raise TrainError(
+                "--style smart renders retrieved passages as 'Knowledge Retriever' turns, which an "
+                "OpenAI-style "
+                "message list cannot carry; use --style plain for this model, or a model folder"
+            )
+        folder = resolve_folder(model.split(":", 1)[1])
+    if folder:
+        return FolderGenerator(folder, max_new_tokens, batch_size), folder
+    return SpecGenerator(model, max_new_tokens), None
+
+
+def score(text: str, answers: Sequence[str]) -> dict[str, Any]:
+    """One generation scored: the extracted answer, the raw text, SQuAD exact match and token F1."""
+    answer = extract_answer(text)
+    return {
+        "prediction": answer,
+        "raw": text,
+        "em": exact_match(answer, answers),
+        "f1": round(f1_score(answer, answers), 4),
+    }
 
 
 def run_qa_eval(
@@ -188,41 +222,23 @@ def run_qa_eval(
     elif retrieve_k == 0:
         for row in rows:
             row["passages"] = []
-    folder = resolve_folder(model)
-    if folder is None and style == "smart":
-        if not model.lower().startswith("local:"):
-            raise TrainError(
-                "--style smart renders retrieved passages as 'Knowledge Retriever' turns, which an "
-                "OpenAI-style "
-                "message list cannot carry; use --style plain for this model, or a model folder"
-            )
-        folder = resolve_folder(model.split(":", 1)[1])
     prompts = [build_messages(r["question"], r["passages"], style) for r in rows]
     started = time.monotonic()
-    generator: Any = (
-        FolderGenerator(folder, max_new_tokens, batch_size)
-        if folder
-        else SpecGenerator(model, max_new_tokens)
-    )
+    generator, folder = make_generator(model, style, max_new_tokens, batch_size)
     raw = generator.generate(prompts)
     seconds = time.monotonic() - started
     out = out or default_out(model, data)
     out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for row, text in zip(rows, raw, strict=True):
-        answer = extract_answer(text)
-        records.append(
-            {
-                "id": row["id"],
-                "question": row["question"],
-                "answers": row["answers"],
-                "prediction": answer,
-                "raw": text,
-                "em": exact_match(answer, row["answers"]),
-                "f1": round(f1_score(answer, row["answers"]), 4),
-                "passages": [p["id"] for p in row["passages"]],
-            }
-        )
+    records = [
+        {
+            "id": row["id"],
+            "question": row["question"],
+            "answers": row["answers"],
+            **score(text, row["answers"]),
+            "passages": [p["id"] for p in row["passages"]],
+        }
+        for row, text in zip(rows, raw, strict=True)
+    ]
     with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     n = len(records)

@@ -10,6 +10,8 @@ base models — i.e. the same format the exports train on:
   answers in the Response Generator's JSON; its ``answer`` field is scored. (The Intent Reconstructor and
   Fact Locator segments are skipped: passages come from the data or ``--corpus``, not from the model's
   own queries.)
+* ``atm``: ATM's generator role (``roles/atm.py``): its system instructions, then the documents and the
+  question, exactly as the ATM graph prompts it and as its ``sft`` / ``mito`` exports train it.
 
 A prediction that is a JSON object with an ``answer`` key is scored on that key, otherwise on its first
 non-empty line.
@@ -27,7 +29,7 @@ from typing import Any, Literal
 
 from train.errors import TrainError
 
-Style = Literal["plain", "smart"]
+Style = Literal["plain", "smart", "atm"]
 RETRIEVER_HEADER = "Knowledge Retriever"
 RESPONDER_HEADER = "Response Generator"
 
@@ -147,6 +149,11 @@ def build_messages(
         messages: list[dict[str, Any]] = [{"role": "user", "content": question}]
         messages += [{"role": "tool", "name": RETRIEVER_HEADER, "content": passage_text(p)} for p in passages]
         return messages, RESPONDER_HEADER
+    if style == "atm":
+        from roles.atm import GENERATOR, generator_inputs
+
+        system, user = GENERATOR.render(**generator_inputs(question, list(passages)))
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}], None
     context = "\n\n".join(passage_text(p) for p in passages)
     content = (
         f"{context}\n\nQuestion: {question}\nAnswer briefly."
