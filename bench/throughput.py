@@ -15,7 +15,8 @@ Reported (medians of ``--repeat`` rounds, each round running every client back t
 fraction of the limit ``C / mean latency``, the ratio engine / naive (taken within a round), CPU ms/row. With
 stragglers (5 % of calls 10x slower) the ratio to naive is what matters: both wait on the same tail.
 At zero latency the ratio is the engine's per-call overhead against a bare client (CPU bound).
-``--profile`` runs the zero-latency engine case under pyinstrument and writes ``bench/results/profile.txt``.
+``--profile`` runs the zero-latency engine case under pyinstrument and writes ``bench/results/profile.txt``;
+``bench/layers.py`` gives the same split as CPU per layer, measured without HTTP.
 Timings are noisy on a shared machine: compare ratios within one run. Results: bench/results/throughput.json.
 """
 

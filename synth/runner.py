@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -19,7 +21,7 @@ from typing import Any
 
 from synth import __version__
 from synth.cache import CALL_SCOPE
-from synth.checkpoints import InlineSqliteSaver
+from synth.checkpoints import InlineSqliteSaver, replays_history
 from synth.graph import ModelSet, SynthGraph, steps_of
 from synth.inputs import SeedRow
 from synth.logs import redact, secret_values
@@ -117,7 +119,7 @@ class Runner:
         started = time.perf_counter()
         compiled = self.graph.build(self.models, **self.options)
         queue: asyncio.Queue[Trajectory | None] = asyncio.Queue(maxsize=self.concurrency * 2)
-        with self._checkpointer() as saver:
+        with quiet_gc(), self._checkpointer(hold_start=not replays_history(compiled)) as saver:
             self._resumable = saver.thread_ids() if saver is not None else set()
             if saver is not None:
                 compiled = compiled.copy(update={"checkpointer": saver})
@@ -294,7 +296,7 @@ class Runner:
             finished = item is None
             if not batch:
                 continue
-            await asyncio.to_thread(self.store.write, batch)
+            await asyncio.to_thread(self.store.write_rows, self.store.rows(batch))
             if saver is not None:  # the records are durable: their checkpoints are no longer needed
                 saver.delete_threads(t.id for t in batch)
             for trajectory in batch:
@@ -304,12 +306,50 @@ class Runner:
                     on_record(trajectory)
 
     @contextlib.contextmanager
-    def _checkpointer(self) -> Iterator[InlineSqliteSaver | None]:
+    def _checkpointer(self, *, hold_start: bool) -> Iterator[InlineSqliteSaver | None]:
         if not self.checkpoints:
             yield None
             return
-        with InlineSqliteSaver.open(self.store.checkpoint_path) as saver:
+        with InlineSqliteSaver.open(self.store.checkpoint_path, hold_start=hold_start) as saver:
             yield saver
+
+
+#: Young-generation threshold while a run is going (CPython's default is 700 allocations).
+GC_YOUNG_THRESHOLD = 20_000
+_gc_runs = 0
+_gc_saved: tuple[int, int, int] = gc.get_threshold()
+_gc_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Keep Python's cycle collector from walking the whole heap over and over while rows run.
+
+    A ``synth run`` process holds ~180k long-lived objects (LangGraph, AutoGen, the OpenAI SDK, pydantic
+    schemas), and the rows in flight allocate fast enough to trigger a full collection every ~200 rows,
+    each walking that whole heap: measured 1.0 ms of CPU per row at zero latency, a quarter of the
+    engine's time. ``gc.freeze()`` moves the objects alive at the start to the permanent generation for
+    the run, and a young-generation threshold of :data:`GC_YOUNG_THRESHOLD` stops the ~0.6 young
+    collections per row that each walked the rows in flight (another 0.2 ms per row). The rows leave
+    little cyclic garbage (~3 objects each), collected as usual, just less often. Nested and concurrent
+    runs share one setting; the last to finish restores the thresholds and ``gc.unfreeze()`` hands the
+    frozen objects back, so nothing is leaked.
+    """
+    global _gc_runs, _gc_saved
+    with _gc_lock:
+        if _gc_runs == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(max(_gc_saved[0], GC_YOUNG_THRESHOLD), *_gc_saved[1:])
+            gc.freeze()
+        _gc_runs += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_runs -= 1
+            if _gc_runs == 0:
+                gc.unfreeze()
+                gc.set_threshold(*_gc_saved)
 
 
 def _row_done(task: asyncio.Task[None], slots: asyncio.Semaphore, tasks: set[asyncio.Task[None]]) -> None:

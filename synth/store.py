@@ -21,6 +21,9 @@ import yaml
 from synth.errors import RunFolderError
 from synth.trajectory import Trajectory, utc_now
 
+#: One ``records`` row as inserted: id, status, source, error, record JSON, updated_at.
+RecordRow = tuple[str, str, str, str | None, str, str]
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     id TEXT PRIMARY KEY,
@@ -108,7 +111,17 @@ class RunStore:
     # --- records ----------------------------------------------------------------------------------
     def write(self, trajectories: Iterable[Trajectory]) -> None:
         """Insert or replace records in one transaction (a retried failed row replaces its record)."""
-        rows = [(t.id, t.status, t.source, t.error, t.model_dump_json(), utc_now()) for t in trajectories]
+        self.write_rows(self.rows(trajectories))
+
+    @staticmethod
+    def rows(trajectories: Iterable[Trajectory]) -> list[RecordRow]:
+        """Serialised records for :meth:`write_rows`. The runner builds them on its event loop and commits
+        them from a worker thread: serialising in that thread would hold the GIL there while the loop
+        waits for it (each hand-over can cost the loop up to the 5 ms switch interval)."""
+        return [(t.id, t.status, t.source, t.error, t.model_dump_json(), utc_now()) for t in trajectories]
+
+    def write_rows(self, rows: list[RecordRow]) -> None:
+        """Insert or replace serialised records (:meth:`rows`) in one transaction."""
         with self._transaction():
             self._db.executemany(
                 "INSERT OR REPLACE INTO records (id, status, source, error, record, updated_at) "
