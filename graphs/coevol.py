@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -219,7 +220,9 @@ async def _logprob_verdict(client: Any, task: dict[str, Any], first: str, second
     system, user = JUDGE.render(response_1=first, response_2=second, **task)
     messages = [SystemMessage(content=system), UserMessage(content=user, source="user")]
     prefixes = {v: json.dumps({"verdict": v}, separators=(",", ":"))[:-1] for v in VERDICTS}
+    started = time.perf_counter()
     nll = await client.continuation_nll([ScoreRequest(messages, text) for text in prefixes.values()])
+    latency = time.perf_counter() - started
     scored = dict(zip(VERDICTS, nll, strict=True))
     verdict = min(scored, key=scored.__getitem__)
     return Step(
@@ -232,6 +235,7 @@ async def _logprob_verdict(client: Any, task: dict[str, Any], first: str, second
         model=getattr(client, "spec", ""),
         template_hash=JUDGE.template_hash,
         usage=Usage(calls=1),
+        latency_s=latency,
         meta={"mode": "logprob", "nll": scored},
     )
 
@@ -309,6 +313,7 @@ def _debate_step(
             calls=1 if result else 0,
             cached_calls=int(bool(result and result.cached)),
         ),
+        latency_s=recorder.latencies[index] if index < len(recorder.latencies) else 0.0,
         meta={"turn": index + 1},
     )
 

@@ -8,6 +8,7 @@ the raw results — so a failed step still carries its raw text and its token co
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -50,6 +51,8 @@ class CallRecorder(ChatCompletionClient):
         self._sampling = dict(sampling or {})
         self._sample = sample
         self.results: list[CreateResult] = []
+        #: Seconds each successful call took (retries and backoff included), in the order of ``results``.
+        self.latencies: list[float] = []
         self.requests: list[list[dict[str, Any]]] = []
         self.last_error: BaseException | None = None
 
@@ -75,6 +78,7 @@ class CallRecorder(ChatCompletionClient):
     ) -> CreateResult:
         self.last_error = None
         self.requests.append([message_dict(m) for m in messages])
+        started = time.perf_counter()
         try:
             result = await self._inner.create(
                 messages,
@@ -88,6 +92,7 @@ class CallRecorder(ChatCompletionClient):
             self.last_error = exc
             raise
         self.results.append(result)
+        self.latencies.append(time.perf_counter() - started)
         return result
 
     async def create_stream(  # type: ignore[override]

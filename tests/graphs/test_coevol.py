@@ -105,6 +105,7 @@ def test_one_round_has_the_documented_steps_and_a_four_message_debate(
     ]
     debate = record.steps[:4]
     assert [s.meta["turn"] for s in debate] == [1, 1, 2, 2]
+    assert all(s.latency_s > 0 for s in record.steps)  # debate turns are timed too (one team run)
     # the critic heard the defender: its first request carries the defender's argument
     assert any("defender argues" in m["content"] for m in debate[1].messages)
     assert record.result["stop_reason"] == "max_rounds (1) reached"
