@@ -7,13 +7,11 @@ offline for an in-memory model). With full fine-tuning TRL loads a frozen copy f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
-from train.common import lora_config, quantization_config, trainer_arguments
 from train.config import DPOSettings
 from train.runfolder import RunResult
-from train.runner import Job, Plan, execute
+from train.runner import Job, Plan, RunOptions, execute
 
 
 def build_dpo_trainer(job: Job) -> Any:
@@ -23,32 +21,14 @@ def build_dpo_trainer(job: Job) -> Any:
     settings = job.settings
     assert isinstance(settings, DPOSettings)
     args = DPOConfig(
-        **trainer_arguments(settings, job.hardware, job.precision, job.folder.checkpoints),
+        **job.config_arguments(),
         beta=settings.beta,
         loss_type=[settings.loss_type],
         dataset_num_proc=None,
     )
-    return DPOTrainer(
-        model=job.base,
-        ref_model=None,
-        args=args,
-        train_dataset=job.dataset,
-        processing_class=job.tokenizer,
-        peft_config=lora_config(settings),
-        quantization_config=quantization_config(settings, job.precision),
-        callbacks=list(job.callbacks),
-    )
+    return DPOTrainer(ref_model=None, args=args, train_dataset=job.dataset, **job.trainer_inputs())
 
 
-def run_dpo(
-    settings: DPOSettings,
-    *,
-    fresh: bool = False,
-    dry_run: bool = False,
-    callbacks: Sequence[Any] = (),
-    log: Callable[[str], None] = print,
-) -> RunResult | Plan:
+def run_dpo(settings: DPOSettings, **options: Unpack[RunOptions]) -> RunResult | Plan:
     """Train (or plan, with ``dry_run``) a DPO run; re-running the same settings resumes it."""
-    return execute(
-        "dpo", settings, build_dpo_trainer, fresh=fresh, dry_run=dry_run, callbacks=callbacks, log=log
-    )
+    return execute("dpo", settings, build_dpo_trainer, **options)

@@ -14,17 +14,14 @@ and LoRA the reference is the adapter switched off.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
-from train.common import lora_config, quantization_config, trainer_arguments
 from train.config import GRPOSettings
 from train.data import load_rows
 from train.errors import TrainError
 from train.rewards import build_reward_funcs
 from train.runfolder import RunResult
-from train.runner import Job, Plan, execute
+from train.runner import Job, Plan, RunOptions, execute
 
 
 def check_reward_columns(settings: GRPOSettings, columns: list[str]) -> None:
@@ -47,10 +44,8 @@ def build_grpo_trainer(job: Job) -> Any:
     assert isinstance(settings, GRPOSettings)
     check_reward_columns(settings, job.dataset.column_names)
     funcs, reward_tokenizers, weights = build_reward_funcs(settings.rewards)
-    arguments = trainer_arguments(settings, job.hardware, job.precision, job.folder.checkpoints)
-    known = {f.name for f in dataclasses.fields(GRPOConfig)}
     args = GRPOConfig(
-        **{key: value for key, value in arguments.items() if key in known},
+        **job.config_arguments(only_fields_of=GRPOConfig),
         num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length,
         temperature=settings.temperature,
@@ -59,28 +54,15 @@ def build_grpo_trainer(job: Job) -> Any:
         reward_weights=weights,
     )
     return GRPOTrainer(
-        model=job.base,
         reward_funcs=funcs,
         args=args,
         train_dataset=job.dataset,
-        processing_class=job.tokenizer,
         reward_processing_classes=reward_tokenizers,
-        callbacks=list(job.callbacks),
-        peft_config=lora_config(settings),
-        quantization_config=quantization_config(settings, job.precision),
+        **job.trainer_inputs(),
     )
 
 
-def run_grpo(
-    settings: GRPOSettings,
-    *,
-    fresh: bool = False,
-    dry_run: bool = False,
-    callbacks: Sequence[Any] = (),
-    log: Callable[[str], None] = print,
-) -> RunResult | Plan:
+def run_grpo(settings: GRPOSettings, **options: Unpack[RunOptions]) -> RunResult | Plan:
     """Train (or plan, with ``dry_run``) a GRPO run; re-running the same settings resumes it."""
     check_reward_columns(settings, load_rows(settings.data, 1).column_names)  # before any model loads
-    return execute(
-        "grpo", settings, build_grpo_trainer, fresh=fresh, dry_run=dry_run, callbacks=callbacks, log=log
-    )
+    return execute("grpo", settings, build_grpo_trainer, **options)

@@ -23,14 +23,12 @@ calls :func:`run_mito` with a ``mito`` export.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
-from train.common import lora_config, quantization_config, trainer_arguments
 from train.config import MITOSettings
 from train.errors import TrainError
 from train.runfolder import RunResult
-from train.runner import Job, Plan, execute
+from train.runner import Job, Plan, RunOptions, execute
 
 IGNORE = -100
 
@@ -209,34 +207,21 @@ def build_mito_trainer(job: Job) -> Any:
     assert isinstance(settings, MITOSettings)
     tokenizer = job.tokenizer
     args = SFTConfig(
-        **trainer_arguments(settings, job.hardware, job.precision, job.folder.checkpoints),
+        **job.config_arguments(),
         dataset_kwargs={"skip_prepare_dataset": True},
         remove_unused_columns=False,  # keep the attacked context's columns
         dataset_num_proc=None,
     )
     return mito_trainer_class()(
-        model=job.base,
         args=args,
         train_dataset=tokenize_dataset(job.dataset, tokenizer, settings.max_length),
         data_collator=MITOCollator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
-        peft_config=lora_config(settings),
-        quantization_config=quantization_config(settings, job.precision),
-        callbacks=list(job.callbacks),
+        **job.trainer_inputs(),
         beta=settings.beta,
         stop_gradient_clean=settings.stop_gradient_clean,
     )
 
 
-def run_mito(
-    settings: MITOSettings,
-    *,
-    fresh: bool = False,
-    dry_run: bool = False,
-    callbacks: Sequence[Any] = (),
-    log: Callable[[str], None] = print,
-) -> RunResult | Plan:
+def run_mito(settings: MITOSettings, **options: Unpack[RunOptions]) -> RunResult | Plan:
     """Train (or plan, with ``dry_run``) a MITO run; re-running the same settings resumes it."""
-    return execute(
-        "mito", settings, build_mito_trainer, fresh=fresh, dry_run=dry_run, callbacks=callbacks, log=log
-    )
+    return execute("mito", settings, build_mito_trainer, **options)

@@ -17,21 +17,19 @@ again from step 0, and a finished run (``result.json``) is not trained again.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Unpack
 
 from packaging.version import Version
 
-from train.common import lora_config, resolve_model, torch_dtype, trainer_arguments
+from train.common import lora_config, resolve_model, torch_dtype
 from train.config import PPOSettings
 from train.errors import TrainError
 from train.rewards import METRICS, gold_list, load_reward_model
 from train.runfolder import RunResult
-from train.runner import Job, Plan, execute
+from train.runner import Job, Plan, RunOptions, execute
 
 #: The last TRL release with PPOTrainer.
 PPO_TRL = "1.12.0"
@@ -143,9 +141,7 @@ def load_value_model(path: str, dtype: Any) -> Any:
 def _ppo_config(job: Job, settings: PPOSettings) -> Any:
     from trl.experimental.ppo import PPOConfig
 
-    arguments = trainer_arguments(settings, job.hardware, job.precision, job.folder.checkpoints)
-    known = {f.name for f in dataclasses.fields(PPOConfig)}
-    arguments = {key: value for key, value in arguments.items() if key in known}
+    arguments = job.config_arguments(only_fields_of=PPOConfig)
     per_step = settings.batch_size * settings.grad_accum * max(job.hardware.gpus, 1)
     return PPOConfig(
         **{**arguments, "save_strategy": "no"},  # TRL 1.12's PPO cannot resume: no checkpoints
@@ -223,16 +219,7 @@ def build_ppo_trainer(job: Job) -> PPORun:
     return PPORun(trainer)
 
 
-def run_ppo(
-    settings: PPOSettings,
-    *,
-    fresh: bool = False,
-    dry_run: bool = False,
-    callbacks: Sequence[Any] = (),
-    log: Callable[[str], None] = print,
-) -> RunResult | Plan:
+def run_ppo(settings: PPOSettings, **options: Unpack[RunOptions]) -> RunResult | Plan:
     """Train (or plan, with ``dry_run``) a PPO run. Needs TRL 1.12 (``make venv-ppo``)."""
     require_ppo()
-    return execute(
-        "ppo", settings, build_ppo_trainer, fresh=fresh, dry_run=dry_run, callbacks=callbacks, log=log
-    )
+    return execute("ppo", settings, build_ppo_trainer, **options)

@@ -12,13 +12,11 @@ The trained model is used by ``synth train grpo`` / ``ppo`` (``rewards: [{kind: 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
-from train.common import lora_config, quantization_config, trainer_arguments
 from train.config import RewardSettings
 from train.runfolder import RunResult
-from train.runner import Job, Plan, execute
+from train.runner import Job, Plan, RunOptions, execute
 
 
 def build_reward_trainer(job: Job) -> Any:
@@ -27,33 +25,16 @@ def build_reward_trainer(job: Job) -> Any:
 
     settings = job.settings
     assert isinstance(settings, RewardSettings)
-    arguments = trainer_arguments(settings, job.hardware, job.precision, job.folder.checkpoints)
+    arguments = job.config_arguments()
     arguments.pop("padding_free")  # not a RewardConfig field: reward batches are always padded
     args = RewardConfig(
         **arguments,
         center_rewards_coefficient=settings.center_rewards_coefficient,
         dataset_num_proc=None,
     )
-    return RewardTrainer(
-        model=job.base,
-        args=args,
-        train_dataset=job.dataset,
-        processing_class=job.tokenizer,
-        peft_config=lora_config(settings, task_type="SEQ_CLS"),
-        quantization_config=quantization_config(settings, job.precision),
-        callbacks=list(job.callbacks),
-    )
+    return RewardTrainer(args=args, train_dataset=job.dataset, **job.trainer_inputs(task_type="SEQ_CLS"))
 
 
-def run_reward(
-    settings: RewardSettings,
-    *,
-    fresh: bool = False,
-    dry_run: bool = False,
-    callbacks: Sequence[Any] = (),
-    log: Callable[[str], None] = print,
-) -> RunResult | Plan:
+def run_reward(settings: RewardSettings, **options: Unpack[RunOptions]) -> RunResult | Plan:
     """Train (or plan, with ``dry_run``) a reward model; re-running the same settings resumes it."""
-    return execute(
-        "reward", settings, build_reward_trainer, fresh=fresh, dry_run=dry_run, callbacks=callbacks, log=log
-    )
+    return execute("reward", settings, build_reward_trainer, **options)

@@ -1,8 +1,10 @@
 """One training run, whatever the method: resolve the plan, prepare the run folder, train, save.
 
-``sft.py`` and ``dpo.py`` only build their TRL trainer; everything around it (hardware, precision, data,
-resume, outputs, merge) is here so both behave the same. Under ``accelerate launch`` every process runs
-this; only the main process writes the run folder's files besides what the Trainer itself saves.
+Each method's module (``sft.py``, ``dpo.py``, ``reward.py``, ``grpo.py``, ``ppo.py``, ``mito.py``) only
+builds its TRL trainer, from the arguments :class:`Job` gives all of them alike; everything around it
+(hardware, precision, data, resume, outputs, merge) is here so all behave the same. Under ``accelerate
+launch`` every process runs this; only the main process writes the run folder's files besides what the
+Trainer itself saves.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from train.common import (
     Hardware,
@@ -22,9 +24,12 @@ from train.common import (
     count_parameters,
     detect_hardware,
     load_tokenizer,
+    lora_config,
+    quantization_config,
     resolve_model,
     resolve_precision,
     torch_dtype,
+    trainer_arguments,
 )
 from train.config import (
     CommonSettings,
@@ -98,6 +103,39 @@ class Job:
     callbacks: Sequence[Any]
     tokenizer: Any = None
     head: str = "causal"  # "score": a reward model (sequence classification)
+
+    def config_arguments(self, only_fields_of: type | None = None) -> dict[str, Any]:
+        """The run's shared TRL config arguments (:func:`train.common.trainer_arguments`).
+
+        ``only_fields_of``: keep only the fields that config dataclass has (GRPO's and PPO's configs lack
+        some of the shared ones); without it an unknown field stays an error.
+        """
+        arguments = trainer_arguments(self.settings, self.hardware, self.precision, self.folder.checkpoints)
+        if only_fields_of is None:
+            return arguments
+        known = {f.name for f in fields(only_fields_of)}
+        return {key: value for key, value in arguments.items() if key in known}
+
+    def trainer_inputs(self, task_type: str = "CAUSAL_LM") -> dict[str, Any]:
+        """The keyword arguments every TRL trainer built from a model path takes alike: the model (by
+        path), its tokenizer, the LoRA config (``task_type="SEQ_CLS"`` for reward models), the 4-bit
+        config for QLoRA and the callbacks. Each trainer adds its config, dataset and own parts."""
+        return {
+            "model": self.base,
+            "processing_class": self.tokenizer,
+            "peft_config": lora_config(self.settings, task_type=task_type),
+            "quantization_config": quantization_config(self.settings, self.precision),
+            "callbacks": list(self.callbacks),
+        }
+
+
+class RunOptions(TypedDict, total=False):
+    """The keyword options of every ``run_<kind>`` function, passed on to :func:`execute` (its defaults)."""
+
+    fresh: bool
+    dry_run: bool
+    callbacks: Sequence[Any]
+    log: Callable[[str], None]
 
 
 TrainerBuilder = Callable[[Job], Any]

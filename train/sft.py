@@ -10,14 +10,12 @@ generation markers, so the trailing section separator is not trained either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
-from train.common import lora_config, quantization_config, trainer_arguments
 from train.config import SFTSettings
 from train.errors import TrainError
 from train.runfolder import RunResult
-from train.runner import Job, Plan, execute
+from train.runner import Job, Plan, RunOptions, execute
 
 
 def _has_generation_markers(tokenizer: Any) -> bool:
@@ -39,22 +37,14 @@ def build_sft_trainer(job: Job) -> Any:
         masked and job.conversational and (not prompt_completion or _has_generation_markers(job.tokenizer))
     )
     args = SFTConfig(
-        **trainer_arguments(settings, job.hardware, job.precision, job.folder.checkpoints),
+        **job.config_arguments(),
         packing=settings.packing,
         assistant_only_loss=assistant_only,
         completion_only_loss=masked if prompt_completion else None,
         dataset_num_proc=None,
     )
     try:
-        return SFTTrainer(
-            model=job.base,
-            args=args,
-            train_dataset=job.dataset,
-            processing_class=job.tokenizer,
-            peft_config=lora_config(settings),
-            quantization_config=quantization_config(settings, job.precision),
-            callbacks=list(job.callbacks),
-        )
+        return SFTTrainer(args=args, train_dataset=job.dataset, **job.trainer_inputs())
     except (ValueError, RuntimeError) as exc:
         if assistant_only and "generation" in str(exc).lower():
             raise TrainError(
@@ -66,15 +56,6 @@ def build_sft_trainer(job: Job) -> Any:
         raise
 
 
-def run_sft(
-    settings: SFTSettings,
-    *,
-    fresh: bool = False,
-    dry_run: bool = False,
-    callbacks: Sequence[Any] = (),
-    log: Callable[[str], None] = print,
-) -> RunResult | Plan:
+def run_sft(settings: SFTSettings, **options: Unpack[RunOptions]) -> RunResult | Plan:
     """Train (or plan, with ``dry_run``) an SFT run; re-running the same settings resumes it."""
-    return execute(
-        "sft", settings, build_sft_trainer, fresh=fresh, dry_run=dry_run, callbacks=callbacks, log=log
-    )
+    return execute("sft", settings, build_sft_trainer, **options)
