@@ -105,6 +105,21 @@ async def test_fail_first_and_http_faults(openai_server: OpenAIServer) -> None:
     assert outcomes == {"500": 1, "ok": 1, "429": 1, "reset": 1, "malformed": 1}
 
 
+async def test_malformed_fault_spares_scripted_error_replies() -> None:
+    """A malformed fault corrupts a 200's content; a row scripted to fail (503) keeps failing."""
+
+    def responder(request: dict[str, Any]) -> Reply | str:
+        doomed = "DOOMED" in request["messages"][0]["content"]
+        return Reply(status=503, error="overloaded") if doomed else "fine"
+
+    with OpenAIServer(responder, faults=Faults(malformed=1.0, seed=1)) as server:
+        with pytest.raises(openai.InternalServerError):
+            await ask(server, "DOOMED row")
+        out = await ask(server, "a good row")
+        assert out.choices[0].message.content == server.faults.malformed_content  # type: ignore[attr-defined]
+        assert server.stats()["by_outcome"] == {"503": 1, "malformed": 1}
+
+
 async def test_hang_ends_when_the_client_times_out(openai_server: OpenAIServer) -> None:
     openai_server.set_faults(fail_first=1, fail_first_with="hang")
     start = time.perf_counter()

@@ -271,7 +271,10 @@ class ServerCore:
         if "x-mock-latency-ms" in req.headers:
             delay = float(req.headers["x-mock-latency-ms"]) / 1000.0
         reply = Reply()
-        if fault is None:
+        # A malformed fault corrupts the content of what would have been a 200; a scripted error reply
+        # (a row whose every request must fail) stays an error, so the responder is asked first.
+        if fault is None or fault == "malformed":
+            drawn = fault
             try:
                 reply = to_reply(self.responder(body))
             except Exception as exc:  # a scripting mistake: fail loudly, not retryably
@@ -279,7 +282,7 @@ class ServerCore:
                 message = f"test responder failed: {type(exc).__name__}: {exc}"
                 conn.send(422, error_body(message, "responder_error"))
                 return
-            fault = reply.fault
+            fault = reply.fault or (drawn if reply.status is None else None)
             if reply.latency_ms is not None:
                 delay = reply.latency_ms / 1000.0
         if fault == "hang":
