@@ -163,6 +163,17 @@ def default_out(model: str, data: Path) -> Path:
     return Path("evals") / f"{_slug(model)}--{_slug(data.stem)}"
 
 
+def write_results(out: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
+    """Write ``predictions.jsonl`` (one record per row) and ``summary.json`` (naming it) into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    predictions = out / "predictions.jsonl"
+    with predictions.open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    summary = {**summary, "predictions": str(predictions)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
 def make_generator(model: str, style: Style, max_new_tokens: int, batch_size: int) -> tuple[Any, Path | None]:
     """The generator for ``model`` (a folder: in-process; a spec: its client) and the folder, if any."""
     folder = resolve_folder(model)
@@ -228,7 +239,6 @@ def run_qa_eval(
     raw = generator.generate(prompts)
     seconds = time.monotonic() - started
     out = out or default_out(model, data)
-    out.mkdir(parents=True, exist_ok=True)
     records = [
         {
             "id": row["id"],
@@ -239,8 +249,6 @@ def run_qa_eval(
         }
         for row, text in zip(rows, raw, strict=True)
     ]
-    with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     n = len(records)
     summary = {
         "model": model,
@@ -255,7 +263,5 @@ def run_qa_eval(
         else (f"retrieved top-{retrieve_k or 3} from {corpus}" if corpus else "from the data"),
         "max_new_tokens": max_new_tokens,
         "seconds": round(seconds, 2),
-        "predictions": str(out / "predictions.jsonl"),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+    return write_results(out, records, summary)

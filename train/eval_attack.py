@@ -17,14 +17,13 @@ contexts, and whether the attack flipped a correct answer) and ``summary.json``.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from pathlib import Path
 from typing import Any
 
 from train.errors import TrainError
-from train.eval import Prompt, _slug, make_generator, score
+from train.eval import Prompt, _slug, make_generator, score, write_results
 from train.qa import Style, build_messages
 
 CONTEXTS = ("clean", "attacked")
@@ -148,9 +147,6 @@ def run_attack_eval(
         record["misled"] = bool(record["clean"]["em"] and not record["attacked"]["em"])
         records.append(record)
     out = out or Path("evals") / f"{_slug(model)}--attack-{_slug(attack.name)}"
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "predictions.jsonl").open("w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     n = len(records)
     summary = {
         "model": model,
@@ -166,7 +162,5 @@ def run_attack_eval(
         "passages": "clean vs attacked (ATM fabrications inserted)",
         "max_new_tokens": max_new_tokens,
         "seconds": round(seconds, 2),
-        "predictions": str(out / "predictions.jsonl"),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+    return write_results(out, records, summary)
