@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from graphs.smart_exports import normalize_answer
+from synth.metrics import has_answer
 
 
 class Ctx(BaseModel):
@@ -57,12 +57,6 @@ def gold_answers(seed: Mapping[str, Any]) -> list[str]:
     answers = seed.get("answers") or []
     answers = [answers] if isinstance(answers, str) else answers
     return [a.strip() for a in answers if isinstance(a, str) and a.strip()]
-
-
-def has_answer(text: str, answers: Sequence[str]) -> bool:
-    """Whether any answer occurs in ``text`` as whole words, after SQuAD normalisation (DPR's hasanswer)."""
-    haystack = f" {normalize_answer(text)} "
-    return any(f" {needle} " in haystack for needle in map(normalize_answer, answers) if needle)
 
 
 def seed_passages(seed: Mapping[str, Any]) -> list[dict[str, Any]]:

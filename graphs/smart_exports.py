@@ -15,33 +15,18 @@ GRPO as a reward over the ``rl`` export.
 from __future__ import annotations
 
 import json
-import re
-import string
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from roles.smart import HEADERS, RETRIEVER_HEADER
 from synth.formats import user_turn
 from synth.graph import ExportFormat
+from synth.metrics import exact_match
 from synth.reuse import Candidate, Candidates, standard_exports
 from synth.trajectory import Trajectory
 
 
-# -- exact match -----------------------------------------------------------------------------------------
-def normalize_answer(text: str) -> str:
-    """SQuAD v1.1 normalisation: lower case, drop punctuation and articles, collapse whitespace."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, answers: Sequence[str]) -> bool:
-    """Whether ``prediction`` equals any gold answer after :func:`normalize_answer`."""
-    predicted = normalize_answer(prediction)
-    return any(predicted == normalize_answer(answer) for answer in answers)
-
-
+# -- exact match (synth.metrics) -------------------------------------------------------------------
 def answer_of(completion: Any) -> str:
     """The answer in a completion: a Response Generator JSON's ``answer``, else the whole text."""
     if isinstance(completion, list):  # conversational: the last message's content

@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from synth.metrics import normalize_answer
 from train.atm_config import AtmSettings
 from train.errors import TrainError
-from train.qa import load_qa, normalize_answer
+from train.qa import load_qa
 
 Log = Callable[[str], None]
 

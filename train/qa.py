@@ -19,14 +19,12 @@ non-empty line.
 
 from __future__ import annotations
 
-import collections
 import json
-import re
-import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from synth import metrics
 from train.errors import TrainError
 
 Style = Literal["plain", "smart", "atm"]
@@ -35,35 +33,14 @@ RESPONDER_HEADER = "Response Generator"
 
 
 # -- metrics ---------------------------------------------------------------------------------------------
-def normalize_answer(text: str) -> str:
-    """SQuAD v1.1: lower case, drop punctuation and articles (a, an, the), collapse whitespace."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
-    """1.0 if the normalised prediction equals any normalised gold answer."""
-    predicted = normalize_answer(prediction)
-    return float(any(predicted == normalize_answer(a) for a in answers))
-
-
-def _f1(prediction: str, answer: str) -> float:
-    pred, gold = normalize_answer(prediction).split(), normalize_answer(answer).split()
-    if not pred or not gold:
-        return float(pred == gold)
-    common = collections.Counter(pred) & collections.Counter(gold)
-    overlap = sum(common.values())
-    if overlap == 0:
-        return 0.0
-    precision, recall = overlap / len(pred), overlap / len(gold)
-    return 2 * precision * recall / (precision + recall)
+    """1.0 if the normalised prediction equals any normalised gold answer (synth.metrics)."""
+    return float(metrics.exact_match(prediction, answers))
 
 
 def f1_score(prediction: str, answers: Sequence[str]) -> float:
     """Token F1 against the best-matching gold answer (SQuAD v1.1)."""
-    return max((_f1(prediction, a) for a in answers), default=0.0)
+    return metrics.best_f1(prediction, answers)
 
 
 def extract_answer(text: str) -> str:

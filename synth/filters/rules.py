@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import string
-from collections import Counter
 from typing import Any
 
 from synth.filters.config import (
@@ -24,9 +22,9 @@ from synth.filters.config import (
     RequiredSpec,
 )
 from synth.filters.language import detect
+from synth.metrics import normalize_answer as normalize
+from synth.metrics import token_f1
 from synth.trajectory import Trajectory
-
-_PUNCTUATION = set(string.punctuation)
 
 
 def lookup(trajectory: Trajectory, dotted: str) -> Any:
@@ -42,22 +40,6 @@ def lookup(trajectory: Trajectory, dotted: str) -> Any:
 def text_at(trajectory: Trajectory, dotted: str) -> str:
     value = lookup(trajectory, dotted)
     return value if isinstance(value, str) else ""
-
-
-def normalize(text: str) -> str:
-    """SQuAD-style normalisation: lower case, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def token_f1(prediction: str, gold: str) -> float:
-    pred, ref = normalize(prediction).split(), normalize(gold).split()
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if not pred or not ref or not common:
-        return float(pred == ref)
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
 
 
 def check_length(spec: LengthSpec, trajectory: Trajectory) -> str | None:

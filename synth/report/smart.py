@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from synth.filters import normalize
+from synth.metrics import has_answer
 from synth.report.model import ChartMaker, Distribution, RunContext, SectionView, Table, ratio
 from synth.trajectory import Trajectory
 
@@ -33,11 +33,6 @@ def _hits(retrieval: Any) -> list[tuple[Any, int]]:
 def _first_rank(hits: list[tuple[Any, int]], wanted: set[Any]) -> int | None:
     """The best (smallest) rank at which any query retrieved a passage in ``wanted``."""
     return min((rank for pid, rank in hits if pid in wanted), default=None)
-
-
-def _contains_answer(text: str, answers: list[str]) -> bool:
-    body = f" {normalize(text)} "
-    return any(f" {gold} " in body for gold in (normalize(a) for a in answers) if gold)
 
 
 class SmartSection:
@@ -79,7 +74,7 @@ class SmartSection:
             golden = {
                 f["passage"].get("id")
                 for f in facts
-                if _contains_answer(str(f["passage"].get("text", "")), answers)
+                if has_answer(str(f["passage"].get("text", "")), answers)
             }
             self._count_rank(self.first_gold, _first_rank(hits, golden))
         if isinstance(result.get("exact_match"), bool):

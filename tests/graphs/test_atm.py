@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from graphs.atm import GRAPH, NO_PASSAGES, build
-from graphs.atm_seed import AtmSeed, has_answer, seed_passages
+from graphs.atm_seed import AtmSeed, seed_passages
 from graphs.atm_trajectory import preference_pair
 from synth.errors import SynthError
 from synth.graph import ModelSet
 from synth.inputs import read_rows
+from synth.metrics import has_answer
 from synth.models import make_client
 from synth.session import RunRequest, run_session
 from synth.store import RunStore

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from graphs.smart import GRAPH, SmartSeed, build, span_in_passage
-from graphs.smart_exports import exact_match, exact_match_reward, normalize_answer
+from graphs.smart_exports import exact_match_reward
 from synth.graph import ModelSet
 from synth.inputs import read_rows
+from synth.metrics import exact_match, normalize_answer
 from synth.retrieval import CorpusError
 from synth.session import RunRequest, run_session
 from synth.store import RunStore

@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 
 from synth.chat_template import render_prompt
 from synth.cli_eval import eval_app
+from synth.metrics import normalize_answer
 from synth.testing.openai_server import OpenAIServer
 from tests.train.fixtures_train import tiny_model, write_jsonl
 from train.eval import run_qa_eval
-from train.qa import build_messages, exact_match, extract_answer, f1_score, normalize_answer
+from train.qa import build_messages, exact_match, extract_answer, f1_score
 
 ROWS = [
     {"id": "q1", "question": "Who wrote Hamlet?", "answers": ["Shakespeare", "William Shakespeare"]},
