@@ -35,7 +35,7 @@ from synth.inputs import count_rows, read_rows
 from synth.logs import RunLog, error_kind
 from synth.registry import available, load_graph
 from synth.runner import Runner, RunSummary, run_fingerprint
-from synth.store import RunLock, RunStore
+from synth.store import RunStore, open_locked
 from synth.trace import NodeTrace
 from synth.trajectory import Trajectory
 
@@ -166,11 +166,7 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
         folder = open_folder(request, graph, fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
-            lock = RunLock(folder)
-            lock.acquire()
-            stack.callback(lock.release)
-            store = RunStore(folder)
-            stack.callback(store.close)
+            store = open_locked(folder, stack)
             log = stack.enter_context(RunLog(folder / LOG_FILE, api_key_env=request.api_key_env))
             try:
                 if store.read_fingerprint() not in (None, fingerprint):

@@ -66,6 +66,20 @@ class RunLock:
             self._fd = None
 
 
+def open_locked(folder: Path, stack: contextlib.ExitStack) -> RunStore:
+    """Take the run lock of ``folder`` (refusing a folder in use) and open its store.
+
+    Both are released when ``stack`` closes, store first: writers (``synth run``, ``synth filter``) hold
+    the lock for as long as they hold the store.
+    """
+    lock = RunLock(folder)
+    lock.acquire()
+    stack.callback(lock.release)
+    store = RunStore(folder)
+    stack.callback(store.close)
+    return store
+
+
 class RunStore:
     """Records of one run folder. Not thread-safe: one writer thread or task at a time."""
 

@@ -23,7 +23,7 @@ from synth.errors import SynthError
 from synth.filters import rules
 from synth.filters.config import FilterConfig, JudgeSpec
 from synth.filters.judge import JudgeFilter
-from synth.store import RunLock, RunStore
+from synth.store import RunStore, open_locked
 from synth.trajectory import Trajectory, Usage, utc_now
 
 FILTERS_FILE = "filters.json"
@@ -71,11 +71,7 @@ async def apply_filters(
     options = options or FilterOptions()
     report = FilterReport()
     with contextlib.ExitStack() as stack:
-        lock = RunLock(folder)
-        lock.acquire()
-        stack.callback(lock.release)
-        store = RunStore(folder)
-        stack.callback(store.close)
+        store = open_locked(folder, stack)
         judges, closers = await _judges(folder, config, options, stack)
         try:
             checkers = [
