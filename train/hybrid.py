@@ -72,11 +72,7 @@ def run_hybrid(
         ]
     state, _ = prepare_synced(folder, dump_settings("hybrid", settings), None, fresh)
     if state == "done":
-        previous = folder.read_result()
-        assert previous is not None
-        previous.status = "already complete"
-        log(f"{folder.path} is already complete (result.json); use --fresh to train again")
-        return previous
+        return folder.completed_result(log)
     started = time.monotonic()
     results: list[RunResult] = []
     for number, (kind, stage) in enumerate(stages, 1):

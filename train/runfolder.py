@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,14 @@ class RunFolder:
         if not self.result_file.is_file():
             return None
         return RunResult(**json.loads(self.result_file.read_text(encoding="utf-8")))
+
+    def completed_result(self, log: Callable[[str], None]) -> RunResult:
+        """The saved result of a finished run, marked ``already complete`` (re-running does nothing)."""
+        previous = self.read_result()
+        assert previous is not None, f"{self.path}: prepared as done but result.json is missing"
+        previous.status = "already complete"
+        log(f"{self.path} is already complete (result.json); use --fresh to train again")
+        return previous
 
     def write_result(self, result: RunResult) -> None:
         write_json(self.result_file, asdict(result))

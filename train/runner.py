@@ -224,11 +224,7 @@ def execute(
     state, checkpoint = prepare_synced(folder, dump_settings(kind, settings), data_print, fresh)
     plan.state, plan.resume_from = state, checkpoint
     if state == "done":
-        previous = folder.read_result()
-        assert previous is not None
-        previous.status = "already complete"
-        log(f"{folder.path} is already complete (result.json); use --fresh to train again")
-        return previous
+        return folder.completed_result(log)
     if is_main_process():
         write_json(folder.path / "plan.json", asdict(plan))
     log(plan.describe())
