@@ -6,8 +6,9 @@
 Both the attacker and the generator start as ``local:gemma-3-270m`` (the base model). Steps, all through
 ``synth train atm`` (train/atm_loop.py), each resumable (re-running skips what is done):
 
-1. seeds: the first ``--train`` Natural Questions rows of ``../shared/data/qa_passages.jsonl`` are the
-   training seeds, the next ``--eval`` rows the held-out set (disjoint; the loop refuses shared questions);
+1. seeds: the first ``--train`` Natural Questions rows of ``examples/data/qa_passages.jsonl`` (or
+   ``--data FILE``) are the training seeds, the next ``--eval`` rows the held-out set (disjoint; the
+   loop refuses shared questions);
    both files are written into ``--out``, never into the repository;
 2. the held-out attack: the ATM graph on the held-out questions with the base attacker (fixed for every
    checkpoint), then the base generator's EM on clean vs attacked contexts;
@@ -41,7 +42,7 @@ from train.atm_config import AtmSettings  # noqa: E402
 from train.atm_loop import run_atm_loop  # noqa: E402
 from train.eval_attack import run_attack_eval  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data" / "qa_passages.jsonl"
+DATA = REPO / "examples" / "data" / "qa_passages.jsonl"  # bundled; --data for a larger set
 
 
 def parse_args() -> argparse.Namespace:
@@ -134,9 +135,10 @@ def main() -> None:
         },
         "out": str(args.out),
     }
-    if not args.smoke:
-        args.results.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(result, indent=2) + "\n"
+    if not args.smoke:  # the committed copy names paths relative to the repository, not this machine's
+        args.results.write_text(text.replace(f"{REPO}/", ""), encoding="utf-8")
+    (args.out / "result.json").write_text(text, encoding="utf-8")
     print(json.dumps({k: result[k] for k in ("checkpoints", "base_plain_style", "seconds")}, indent=2))
 
 

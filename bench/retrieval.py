@@ -1,7 +1,7 @@
-"""Retrieval benchmark on the shared Natural Questions passages: build time, queries/s, recall@k.
+"""Retrieval benchmark on the bundled Natural Questions passages: build time, queries/s, recall@k.
 
-Run ``python bench/retrieval.py [--kinds bm25 dense] [--data DIR]`` (about 2 minutes on 2 cores with
-dense, a few seconds without). For each retriever kind:
+Run ``python bench/retrieval.py [--kinds bm25 dense] [--data DIR]`` (``DIR`` defaults to the bundled
+``examples/data``; about 2 minutes on 2 cores with dense, a few seconds without). For each retriever kind:
 
 * **build**: read ``corpus.jsonl`` and index it in memory (dense: embed every passage; the embedding
   model's one-time load is reported apart), then **save** the index folder and **load** it back (what a
@@ -84,7 +84,8 @@ def bench_kind(kind: str, corpus: Path, rows: list[dict[str, Any]]) -> dict[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    data_help = "folder with corpus.jsonl and qa_passages.jsonl"
+    parser.add_argument("--data", type=Path, default=REPO / "examples" / "data", help=data_help)
     parser.add_argument("--kinds", nargs="+", default=["bm25", "dense"], choices=["bm25", "dense"])
     args = parser.parse_args()
     corpus = args.data / "corpus.jsonl"

@@ -192,6 +192,7 @@ def profile_zero_latency(server: ServerProcess, seeds: Path, rows: int, concurre
         + "\n\n==== flat (self time) ====\n"
         + "\n".join(flat.splitlines()[:80])
     )
+    text = text.replace(f"{REPO}/", "")  # a committed result names no developer machine's folders
     (RESULTS / "profile.txt").write_text(text)
     return text
 

@@ -12,9 +12,9 @@ with bf16 units.
 
 Steps (every one resumes: re-running skips what is done):
 
-1. seeds: the first ``--rows`` Natural Questions rows of ``../shared/data/qa_passages.jsonl`` (question +
-   gold answers; the passage itself is not used, retrieval is over ``corpus.jsonl``); the next
-   ``--eval-rows`` rows are the held-out evaluation set;
+1. seeds: the first ``--rows`` Natural Questions rows of ``examples/data/qa_passages.jsonl`` (another
+   folder with ``--data DIR``; question + gold answers; the passage itself is not used, retrieval is over
+   ``corpus.jsonl``); the next ``--eval-rows`` rows are the held-out evaluation set;
 2. ``synth run smart`` with ``--synth-model`` (default the embedded ``local:gemma-3-270m``): the gold answer
    is the Response Generator's answer, so the trajectories teach the format and the fact location;
 3. ``synth export`` ``sft-short`` and ``sft-long``;
@@ -47,13 +47,14 @@ from train.eval import run_qa_eval  # noqa: E402
 from train.hybrid import run_hybrid  # noqa: E402
 from train.runfolder import RunResult  # noqa: E402
 
-DATA = REPO.parent / "shared" / "data"
+DATA = REPO / "examples" / "data"  # bundled; --data points at a larger set with the same two files
 
 
 def parse_args() -> argparse.Namespace:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "runs" / "train_smart")
+    parser.add_argument("--data", type=Path, default=DATA, help="folder: qa_passages.jsonl, corpus.jsonl")
     parser.add_argument("--rows", type=int, default=200, help="seed rows to synthesize")
     parser.add_argument("--eval-rows", type=int, default=200, help="held-out QA rows to evaluate")
     parser.add_argument("--synth-model", default="local:gemma-3-270m", help="model spec that plays the roles")
@@ -74,9 +75,9 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def write_seeds(out: Path, rows: int, eval_rows: int) -> tuple[Path, Path]:
+def write_seeds(data: Path, out: Path, rows: int, eval_rows: int) -> tuple[Path, Path]:
     """Disjoint train seeds and held-out QA rows, in file order (deterministic)."""
-    lines = (DATA / "qa_passages.jsonl").read_text(encoding="utf-8").splitlines()
+    lines = (data / "qa_passages.jsonl").read_text(encoding="utf-8").splitlines()
     if rows + eval_rows > len(lines):
         raise SystemExit(f"asked for {rows} + {eval_rows} rows; qa_passages.jsonl has {len(lines)}")
     parsed = [json.loads(line) for line in lines[: rows + eval_rows]]
@@ -99,8 +100,8 @@ def main() -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    seeds, held_out = write_seeds(out, args.rows, args.eval_rows)
-    corpus = str(DATA / "corpus.jsonl")
+    seeds, held_out = write_seeds(args.data, out, args.rows, args.eval_rows)
+    corpus = str(args.data / "corpus.jsonl")
 
     started = time.monotonic()
     run = out / "run"

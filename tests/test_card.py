@@ -53,7 +53,7 @@ def card_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         {
             "graph": "coevol",
             "graph_version": "1",
-            "input": "../shared/data/instructions.jsonl",
+            "input": "examples/data/instructions.jsonl",
             "models": {"default": "openai:gpt-4o-mini", "judge": "openai:gpt-4o"},
             "options": {"max_rounds": 3, "judge_mode": "auto"},
             "fingerprint": "abc123",
@@ -88,7 +88,7 @@ def test_card_front_matter_and_body_name_every_field(card_run: Path, tmp_path: P
         assert f"| `{role}` | `{digest}` |" in body
     assert "| `judge` | " in body and "`openai:gpt-4o` |" in body and "`openai:gpt-4o-mini`" in body
     assert '`{"temperature": 0.0}`' in body  # the roles' sampling parameters
-    assert "`../shared/data/instructions.jsonl`; license: ODC-By-1.0" in body
+    assert "`examples/data/instructions.jsonl`; license: ODC-By-1.0" in body
     # Counts by status and by filter reason, the filters applied, tokens, rows per split.
     assert "Trajectories by status: filtered 1, ok 7" in body
     assert "Filtered by reason: length 1" in body

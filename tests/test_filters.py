@@ -17,8 +17,7 @@ from synth.filters.apply import _rule
 from synth.filters.config import FilterSpec
 from synth.store import RunStore
 from synth.trajectory import Trajectory
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.paths import DATA
 
 
 def record(i: int, answer: str, gold: list[str] | None = None, status: str = "ok") -> Trajectory:
@@ -90,7 +89,7 @@ def test_language_filter_keeps_the_listed_languages_and_skips_short_text() -> No
     assert reason({**spec, "languages": ["en", "fr", "de"]}, french, german) == [None, None]
 
 
-def test_language_filter_on_the_shared_alpaca_outputs() -> None:
+def test_language_filter_on_the_bundled_alpaca_outputs() -> None:
     """Real data: the Alpaca outputs are English, so an `en` filter keeps (nearly) all of them."""
     rows = [json.loads(line) for line in (DATA / "instructions.jsonl").read_text().splitlines()[:200]]
     records = [record(i, row["output"]) for i, row in enumerate(rows)]

@@ -1,5 +1,5 @@
 """Retrieval: corpus checks with file:line, BM25 and dense search, the on-disk cache, the CLI, and recall
-on the shared Natural Questions passages (a regression floor, not a timing)."""
+on the bundled Natural Questions passages (a regression floor, not a timing)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ from synth.retrieval import (
     open_index,
     save_index,
 )
-
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+from tests.paths import DATA
 
 ROWS = [
     {"id": "fr", "title": "France", "text": "Paris is the capital of France."},
@@ -160,10 +159,10 @@ def test_cli_builds_an_index_that_the_graph_can_use(corpus: Path, tmp_path: Path
     assert isinstance(failed.exception, CorpusError) and "bad.jsonl:1" in str(failed.exception)
 
 
-# -- recall on the shared NQ passages --------------------------------------------------------------------
+# -- recall on the bundled NQ passages (examples/data) ---------------------------------------------------
 def nq(limit_passages: int | None = None) -> tuple[Path, list[dict[str, Any]]]:
     corpus, questions = DATA / "corpus.jsonl", DATA / "qa_passages.jsonl"
-    assert corpus.exists(), f"shared data not found at {DATA.resolve()} (CI clones shared/ beside the repo)"
+    assert corpus.exists(), f"bundled data not found at {DATA} (examples/data is part of the repository)"
     rows = [json.loads(line) for line in questions.open(encoding="utf-8")]
     if limit_passages is None:
         return corpus, rows

@@ -21,8 +21,7 @@ from synth.models.local import LocalChatCompletionClient
 from synth.session import RunRequest, run_session
 from synth.store import RunStore
 from tests.models.test_local_backend import _direct_nll
-
-DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
+from tests.paths import DATA
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,7 @@ from graphs.smart import GRAPH
 from roles.smart import ROLES
 from synth.session import RunRequest, run_session
 from synth.store import RunStore
-
-DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
+from tests.paths import DATA
 
 
 @pytest.mark.slow
