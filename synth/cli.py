@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,6 +13,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from synth.batch_progress import DEFAULT_EVERY_S
 from synth.cli_data import export_command, filter_command
 from synth.cli_eval import eval_app
 from synth.cli_graphs import graphs_app, roles_app
@@ -111,6 +113,14 @@ def run(
     trace: Annotated[
         bool, typer.Option(help="Print each row's node events live (role outputs, tokens, seconds).")
     ] = False,
+    progress_every: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="When stdout is not a terminal (nohup, CI, Slurm), print a progress line every this many "
+            "seconds (0: never).",
+        ),
+    ] = DEFAULT_EVERY_S,
     executor: Annotated[
         Executor, typer.Option(help="asyncio (this process) or ray (blocks on Ray actors; docs/ray.md).")
     ] = Executor.asyncio,
@@ -152,6 +162,7 @@ def run(
         checkpoints=checkpoints,
         adaptive=adaptive,
         trace=trace,
+        progress_every=0.0 if sys.stdout.isatty() else progress_every,  # a terminal has the live bar
         executor=executor.value,
         ray_address=address,
         ray_block_rows=ray_block_rows,

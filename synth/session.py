@@ -28,6 +28,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from synth.batch_progress import BatchProgress
 from synth.cache import CallCache
 from synth.errors import RunFolderError, SynthError
 from synth.graph import ModelSet, SynthGraph
@@ -68,6 +69,9 @@ class RunRequest(BaseModel):
     adaptive: bool = False
     #: Print every finished node of every row (not stored in config.yaml: it changes no result).
     trace: bool = False
+    #: Seconds between plain progress lines on stdout; 0 = none. ``synth run`` sets it when stdout is not a
+    #: terminal (synth/batch_progress.py). Not stored in config.yaml either.
+    progress_every: float = Field(default=0.0, ge=0)
     #: ``asyncio`` (this process) or ``ray`` (blocks of rows on a Ray cluster; docs/ray.md).
     executor: Literal["asyncio", "ray"] = "asyncio"
     ray_address: str | None = None
@@ -174,7 +178,7 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
                 config = {
                     "graph": graph.name,
                     "graph_version": graph.version,
-                    **request.model_dump(mode="json", exclude={"trace"}),
+                    **request.model_dump(mode="json", exclude={"trace", "progress_every"}),
                     "options": options,
                     "fingerprint": fingerprint,
                 }
@@ -225,21 +229,22 @@ async def _run(
         total = min(total, request.limit)
     with _progress(console) as progress:
         bar = _RunProgress(progress, total, graph.name, log)
-        if request.executor == "ray":
-            from synth.executors.ray_executor import run_on_ray
+        async with _batch_lines(request, graph.name, bar, models):
+            if request.executor == "ray":
+                from synth.executors.ray_executor import run_on_ray
 
-            summary = await run_on_ray(
-                request, store, runner.fingerprint, on_record=bar.on_record, on_skip=bar.on_skip
-            )
-        else:
-            summary = await runner.run(
-                read_rows(request.input, graph.seed_model),
-                limit=request.limit,
-                retry_failed=request.retry_failed,
-                on_record=bar.on_record,
-                on_skip=bar.on_skip,
-            )
-            summary.clients = client_report(models)
+                summary = await run_on_ray(
+                    request, store, runner.fingerprint, on_record=bar.on_record, on_skip=bar.on_skip
+                )
+            else:
+                summary = await runner.run(
+                    read_rows(request.input, graph.seed_model),
+                    limit=request.limit,
+                    retry_failed=request.retry_failed,
+                    on_record=bar.on_record,
+                    on_skip=bar.on_skip,
+                )
+                summary.clients = client_report(models)
         bar.finish()
     log.event(
         "run_end",
@@ -252,6 +257,17 @@ async def _run(
         totals=store.counts(),
     )
     return summary
+
+
+def _batch_lines(
+    request: RunRequest, name: str, bar: _RunProgress, models: ModelSet
+) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Plain progress lines every ``request.progress_every`` seconds (batch jobs), else nothing."""
+    if not request.progress_every:
+        return contextlib.nullcontext()
+    clients = models.clients if request.executor == "asyncio" else None  # Ray: calls run in the actors
+    printer = BatchProgress(name, lambda: bar.counts, lambda: bar.total, clients)
+    return printer.every(request.progress_every)
 
 
 def client_report(models: ModelSet) -> dict[str, dict[str, Any]]:
