@@ -25,6 +25,8 @@ TASKS = {
     "corrections": ["text-generation"],
     "rl": ["question-answering"],
 }
+#: Marks a README.md as a card that ``synth export`` wrote (an HTML comment: invisible when rendered).
+EXPORT_MARK = "<!-- generator: synth export -->"
 #: Languages covering at least this share of the sampled rows are listed in the card.
 LANGUAGE_SHARE = 0.2
 
@@ -73,6 +75,8 @@ class CardData:
     split_seed: int | None = None
     filter_reasons: Mapping[str, int] = field(default_factory=dict)
     filters_applied: Sequence[Mapping[str, Any]] = ()
+    #: The run lock's holder when the export read a run that was still writing (a partial snapshot).
+    live_run: str | None = None
 
     @property
     def rows(self) -> int:
@@ -113,6 +117,7 @@ def render_card(data: CardData) -> str:
         "---",
         yaml.safe_dump(front_matter(data), sort_keys=False, allow_unicode=True).strip(),
         "---",
+        EXPORT_MARK,
         "",
         f"# {config.get('graph', 'synth')} · {data.format_name}",
         "",
@@ -177,6 +182,11 @@ def _counts(data: CardData) -> list[str]:
         f"- Tokens: {usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion "
         f"in {usage.get('calls', 0)} model calls",
     ]
+    if data.live_run:
+        lines.append(
+            f"- **Partial snapshot**: exported while a `synth run` was still writing ({data.live_run}); "
+            "re-export when it has finished for the complete data"
+        )
     if data.split_seed is not None:
         lines.append(f"- Splits drawn by seed row, shuffled with seed {data.split_seed}")
     if data.filters_applied:

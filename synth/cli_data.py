@@ -29,7 +29,15 @@ def export_command(
         str | None,
         typer.Option("--format", "-f", help="Export format; omit it to list the formats of the run's graph."),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output dataset folder.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output dataset folder: new or empty (or an earlier export with --overwrite)."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an earlier export in --out (any other non-empty folder is refused).")
+    ] = False,
     list_formats: Annotated[
         bool, typer.Option("--list-formats", help="List the formats the run's graph supports, and exit.")
     ] = False,
@@ -72,8 +80,9 @@ def export_command(
         license=license,
         seed_license=seed_license,
         languages=tuple(language),
+        overwrite=overwrite,
     )
-    console.print(export_run(run_dir, graph, format, out, options).describe())
+    console.print(export_run(run_dir, graph, format, out, options).describe(), markup=False, highlight=False)
 
 
 def filter_command(

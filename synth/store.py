@@ -59,6 +59,24 @@ class RunLock:
         os.write(fd, f"pid {os.getpid()} since {utc_now()}".encode())
         self._fd = fd
 
+    @staticmethod
+    def holder(folder: Path) -> str | None:
+        """Who holds ``folder``'s run lock (``pid N since T``), or None when no run is writing to it.
+
+        Readers (``synth export``) ask so they can say that what they read is a partial snapshot. The lock
+        file is never created here: a folder that is not a run stays untouched."""
+        try:
+            fd = os.open(folder / "lock", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)  # closing drops a shared lock taken above
+        return None
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
