@@ -98,11 +98,15 @@ def filter_command(
         str | None, typer.Option("--model", "-m", help="Model spec of judge filters that name none.")
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option("--concurrency", help="Rows judged at once (default: the run's).")
+        int | None, typer.Option("--concurrency", min=1, help="Rows judged at once (default: the run's).")
     ] = None,
-    max_calls: Annotated[int | None, typer.Option(help="Judge calls in flight (default: the run's).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per judge call attempt.")] = None,
-    retries: Annotated[int | None, typer.Option(help="Retries per judge call on 429/5xx/timeouts.")] = None,
+    max_calls: Annotated[
+        int | None, typer.Option(min=1, help="Judge calls in flight (default: the run's).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(min=0.001, help="Seconds per judge call attempt.")] = None,
+    retries: Annotated[
+        int | None, typer.Option(min=0, help="Retries per judge call on 429/5xx/timeouts.")
+    ] = None,
     api_key_env: Annotated[str | None, typer.Option(help="Env var holding the judge's API key.")] = None,
     cache: Annotated[
         bool, typer.Option(help="Reuse judge calls from the run's call cache (re-applying never pays twice).")

@@ -31,7 +31,7 @@ from rich.text import Text
 from synth.cache import CallCache
 from synth.errors import RunFolderError, SynthError
 from synth.graph import ModelSet, SynthGraph
-from synth.inputs import count_rows, read_rows
+from synth.inputs import DEFAULT_MAX_FIELD_BYTES, check_input, count_rows, read_rows
 from synth.logs import RunLog, error_kind
 from synth.registry import available, load_graph
 from synth.runner import Runner, RunSummary, run_fingerprint
@@ -53,12 +53,14 @@ class RunRequest(BaseModel):
     out: Path
     models: dict[str, str] = {"default": "local:gemma-3-270m"}
     options: dict[str, Any] = {}
-    limit: int | None = None
-    concurrency: int = 16
-    max_calls: int = 32
-    timeout: float = 120.0
-    retries: int = 5
-    backoff: float = 0.5
+    limit: int | None = Field(default=None, ge=1)
+    concurrency: int = Field(default=16, ge=1)
+    max_calls: int = Field(default=32, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=5, ge=0)
+    backoff: float = Field(default=0.5, ge=0)
+    #: Largest input field in bytes (``--max-field-bytes``); a row with a larger one fails, naming it.
+    max_field_bytes: int = Field(default=DEFAULT_MAX_FIELD_BYTES, ge=1)
     api_key_env: str | None = None
     force: bool = False
     new: bool = False
@@ -96,6 +98,23 @@ def resolve_graph(ref: str) -> SynthGraph:
     if not isinstance(graph, SynthGraph):
         raise SynthError(f"{ref} is {type(graph).__name__}, not a synth.graph.SynthGraph")
     return graph
+
+
+def check_roles(graph: SynthGraph, models: dict[str, str]) -> None:
+    """Refuse ``--model ROLE=SPEC`` for a role the graph does not have (a typo would silently leave that
+    role on the default model), listing the graph's roles with a did-you-mean."""
+    import difflib
+
+    roles = [role.name for role in graph.roles]
+    for name in models:
+        if name == "default" or name in roles:
+            continue
+        close = difflib.get_close_matches(name, roles, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SynthError(
+            f"--model {name}=...: graph '{graph.name}' has no role {name!r}{hint}; its roles: "
+            f"{', '.join(roles) or 'none'}. Pass --model SPEC for all roles or --model ROLE=SPEC for one."
+        )
 
 
 #: Minimum per-call timeout for in-process (``local:``) backends, whose calls wait for batches.
@@ -158,10 +177,12 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
             "--retry-failed runs on the asyncio executor: drop --executor ray (both executors share the run "
             "folder's records, so the retried rows land in the same store)"
         )
+    check_input(request.input)  # before touching the folder: a missing input leaves nothing behind
     graph = resolve_graph(request.graph)
+    check_roles(graph, request.models)
+    options = graph.resolve_options(request.options)
     models = build_models(request.models, request)  # before touching the folder: a bad spec or key fails here
     try:
-        options = graph.resolve_options(request.options)
         fingerprint = run_fingerprint(graph, options, models.specs)
         folder = open_folder(request, graph, fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
@@ -233,7 +254,7 @@ async def _run(
             )
         else:
             summary = await runner.run(
-                read_rows(request.input, graph.seed_model),
+                read_rows(request.input, graph.seed_model, max_field_bytes=request.max_field_bytes),
                 limit=request.limit,
                 retry_failed=request.retry_failed,
                 on_record=bar.on_record,

@@ -1,4 +1,4 @@
-"""Shared pieces of the hostile-input suite: a one-node YAML graph and a request against the loopback server."""
+"""Shared pieces of the hostile-input suite: a one-node YAML graph, a run request on the loopback server."""
 
 from __future__ import annotations
 

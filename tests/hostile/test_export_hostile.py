@@ -33,7 +33,9 @@ def test_a_folder_of_notes_is_refused_and_left_untouched(run: Path, tmp_path: Pa
     notes.mkdir()
     (notes / "todo.txt").write_text("my notes")
     for overwrite in (False, True):
-        with pytest.raises(RunFolderError, match=r"notes exists and is not a synth export folder.*new or empty"):
+        with pytest.raises(
+            RunFolderError, match=r"notes exists and is not a synth export folder.*new or empty"
+        ):
             _export(run, notes, overwrite=overwrite)
     assert (notes / "todo.txt").read_text() == "my notes"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".notes")] == []  # no scratch left
