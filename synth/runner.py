@@ -256,7 +256,7 @@ class Runner:
         steps = steps_of(state)
         usage = sum((s.usage for s in steps), Usage())
         error = error or state.get("error")
-        if error and self._secrets:  # servers may echo the key they were sent in an error message
+        if error:  # servers may echo the key they were sent (or a URL with its credentials) in an error
             error = redact(error, self._secrets)
             for step in steps:
                 step.error = redact(step.error, self._secrets) if step.error else step.error

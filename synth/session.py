@@ -44,7 +44,8 @@ LOG_FILE = "log.jsonl"
 
 
 class RunRequest(BaseModel):
-    """Everything ``synth run`` was asked (what lands in config.yaml, minus secrets: none are here)."""
+    """Everything ``synth run`` was asked (what lands in config.yaml, minus secrets: a model spec's URL
+    credentials are written in their public form, see :func:`synth.models.spec.public_spec`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -122,8 +123,12 @@ LOCAL_TIMEOUT_S = 3600.0
 
 
 def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | None = None) -> ModelSet:
-    """One managed client per distinct spec, shared by the roles that use it, all on the run's cache."""
+    """One managed client per distinct spec, shared by the roles that use it, all on the run's cache.
+
+    The set's ``specs`` are the public forms (URL credentials as ``***``): they reach the fingerprint,
+    config.yaml, provenance and logs; the real strings only reach the clients."""
     from synth.models import ClientOptions, make_client
+    from synth.models.spec import public_spec
 
     options = ClientOptions(
         max_concurrency=request.max_calls,
@@ -143,7 +148,8 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
         clients[spec] = make_client(spec, spec_options)
         clients[spec].cache = cache
     by_role = {role: clients[spec] for role, spec in specs.items() if role != "default"}
-    return ModelSet(default=clients[specs["default"]], by_role=by_role, specs=dict(specs))
+    public = {role: public_spec(spec) for role, spec in specs.items()}
+    return ModelSet(default=clients[specs["default"]], by_role=by_role, specs=public)
 
 
 def open_folder(request: RunRequest, graph: SynthGraph, fingerprint: str) -> Path:
@@ -196,6 +202,7 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
                     "graph": graph.name,
                     "graph_version": graph.version,
                     **request.model_dump(mode="json", exclude={"trace"}),
+                    "models": models.specs,  # credentials in a URL redacted (the request holds them)
                     "options": options,
                     "fingerprint": fingerprint,
                 }

@@ -49,7 +49,8 @@ def test_a_per_role_model_of_a_yaml_graph_checks_its_roles(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("option", "expected"),
     [
-        ("max_rounds=banana", "--option max_rounds='banana': graph 'coevol' option max_rounds takes an integer "
+        ("max_rounds=banana", "--option max_rounds='banana': graph 'coevol' option max_rounds takes "
+         "an integer "
          "(default 3), got str"),
         ("max_rounds=true", "option max_rounds takes an integer (default 3), got bool"),
         ("max_rounds=2.5", "option max_rounds takes an integer (default 3), got float"),
