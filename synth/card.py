@@ -156,7 +156,7 @@ def _provenance(data: CardData) -> list[str]:
     models: Mapping[str, str] = config.get("models") or {}
     seed_license = data.seed_license or "not recorded: check the seed data's license before publishing"
     lines = [
-        f"- Seed data: `{config.get('input')}`; license: {seed_license} (it governs this derived data)",
+        f"- Seed data: {_seed_files(config)}; license: {seed_license} (it governs this derived data)",
         f"- Models: {', '.join(f'`{role}` = `{spec}`' for role, spec in models.items())}",
         f"- Graph options: `{json.dumps(config.get('options', {}), sort_keys=True, default=str)}`",
         f"- Configuration fingerprint: `{config.get('fingerprint')}`",
@@ -169,6 +169,14 @@ def _provenance(data: CardData) -> list[str]:
         sampling = json.dumps(dict(data.role_sampling.get(role) or {}), sort_keys=True) or "{}"
         lines.append(f"| `{role}` | `{digest}` | `{spec}` | `{sampling}` (backend defaults for the rest) |")
     return lines
+
+
+def _seed_files(config: Mapping[str, Any]) -> str:
+    """Every input file the run was made from, with its sha256 (older runs recorded one ``input``)."""
+    inputs = config.get("inputs") or [{"path": config.get("input"), "sha256": ""}]
+    return ", ".join(
+        f"`{i.get('path')}`" + (f" (sha256 `{i['sha256'][:16]}`)" if i.get("sha256") else "") for i in inputs
+    )
 
 
 def _counts(data: CardData) -> list[str]:

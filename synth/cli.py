@@ -105,6 +105,9 @@ def run(
     new: Annotated[
         bool, typer.Option(help="If the folder exists with another configuration, use NAME-2, -3...")
     ] = False,
+    add_input: Annotated[
+        bool, typer.Option(help="Add --input to a run folder made from other input files (one run of all).")
+    ] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run only the rows stored as failed.")] = False,
     cache: Annotated[
         bool, typer.Option(help="Reuse finished model calls from the run folder (a re-run never pays twice).")
@@ -156,6 +159,7 @@ def run(
         api_key_env=api_key_env,
         force=force,
         new=new,
+        add_input=add_input,
         retry_failed=retry_failed,
         cache=cache,
         checkpoints=checkpoints,

@@ -9,6 +9,7 @@ mark at the start of a file is skipped.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from synth.errors import InputError
@@ -199,3 +201,37 @@ def count_rows(path: Path | str) -> int | None:
         return int(pq.ParquetFile(path).metadata.num_rows)
     with path.open("rb") as handle:
         return sum(1 for line in handle if line.strip())
+
+
+# -- the inputs a run folder was made from ----------------------------------------------------------------
+def input_record(path: Path) -> dict[str, str]:
+    """An input as config.yaml records it: the path given and the sha256 of its content (a dataset
+    folder: of its files, by relative path), so a moved file is still the same input."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if file != path:
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return {"path": str(path), "sha256": digest.hexdigest()}
+
+
+def recorded_inputs(folder: Path) -> list[dict[str, str]]:
+    """The inputs a run folder was made from (a folder from before they were recorded: its ``input``)."""
+    path = folder / "config.yaml"
+    if not path.exists():
+        return []
+    config = yaml.safe_load(path.read_text()) or {}
+    inputs = config.get("inputs")
+    if isinstance(inputs, list):
+        return [dict(i) for i in inputs if isinstance(i, dict) and "path" in i]
+    return [{"path": str(config["input"]), "sha256": ""}] if config.get("input") else []
+
+
+def same_input(a: dict[str, str], b: dict[str, str]) -> bool:
+    """The same file (its path resolves alike) or the same content (a copy or a moved file)."""
+    if a.get("sha256") and a.get("sha256") == b.get("sha256"):
+        return True
+    return Path(a["path"]).resolve() == Path(b["path"]).resolve()

@@ -157,6 +157,7 @@ class Runner:
     ) -> None:
         failed = self.store.failed_ids()
         done = self.store.finished_ids() | (set() if retry_failed else failed) | set(skip)
+        failed_lines = self.store.failed_sources() if retry_failed else set()  # a fixed line is retried too
         slots = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -166,7 +167,7 @@ class Runner:
                 key = row_key(row.data)
                 tid = trajectory_id(key, occurrences[key], self.fingerprint)
                 occurrences[key] += 1
-                if tid in done or (retry_failed and tid not in failed):
+                if tid in done or (retry_failed and tid not in failed and row.source not in failed_lines):
                     summary.skipped += 1
                     if on_skip is not None:
                         on_skip()

@@ -31,7 +31,15 @@ from rich.text import Text
 from synth.cache import CallCache
 from synth.errors import RunFolderError, SynthError
 from synth.graph import ModelSet, SynthGraph
-from synth.inputs import DEFAULT_MAX_FIELD_BYTES, check_input, count_rows, read_rows
+from synth.inputs import (
+    DEFAULT_MAX_FIELD_BYTES,
+    check_input,
+    count_rows,
+    input_record,
+    read_rows,
+    recorded_inputs,
+    same_input,
+)
 from synth.logs import RunLog, error_kind
 from synth.registry import available, load_graph
 from synth.runner import Runner, RunSummary, run_fingerprint
@@ -65,6 +73,8 @@ class RunRequest(BaseModel):
     api_key_env: str | None = None
     force: bool = False
     new: bool = False
+    #: Add ``input`` to a run folder made from other input files (their rows and its rows, one run).
+    add_input: bool = False
     retry_failed: bool = False
     checkpoints: bool = True
     cache: bool = True
@@ -152,22 +162,51 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
     return ModelSet(default=clients[specs["default"]], by_role=by_role, specs=public)
 
 
-def open_folder(request: RunRequest, graph: SynthGraph, fingerprint: str) -> Path:
-    """The folder to write: refuses a changed configuration unless ``--force`` (reset) or ``--new``."""
+def open_folder(
+    request: RunRequest, graph: SynthGraph, fingerprint: str, source: dict[str, str]
+) -> tuple[Path, list[dict[str, str]], bool]:
+    """The folder to write, the input files it is then made from, and whether its records must go.
+
+    Refuses a changed configuration, or an input the folder was not made from, unless ``--force``
+    (reset), ``--new`` (the next free NAME-2, NAME-3...) or, for the input, ``--add-input``."""
     folder = request.out
     if request.new:
-        candidate, n = folder, 1
-        while _fingerprint_of(candidate) not in (None, fingerprint):
+        n = 1
+        while _conflict(folder, fingerprint, source, request.add_input) is not None:
             n += 1
-            candidate = folder.with_name(f"{folder.name}-{n}")
-        return candidate
+            folder = request.out.with_name(f"{request.out.name}-{n}")
+    reason = _conflict(folder, fingerprint, source, request.add_input)
+    if reason is not None and not request.force:
+        raise RunFolderError(reason)
+    if reason is not None:
+        return folder, [source], True
+    inputs = recorded_inputs(folder)
+    match = next((n for n, i in enumerate(inputs) if same_input(i, source)), None)
+    if match is None:
+        inputs.append(source)  # a new folder, or --add-input
+    elif same_input({"path": inputs[match]["path"]}, source):
+        inputs[match] = source  # the same file, maybe edited: its current hash
+    return folder, inputs, False
+
+
+def _conflict(folder: Path, fingerprint: str, source: dict[str, str], add_input: bool) -> str | None:
     existing = _fingerprint_of(folder)
-    if existing not in (None, fingerprint) and not request.force:
-        raise RunFolderError(
+    if existing is None:
+        return None
+    if existing != fingerprint:
+        return (
             f"{folder} holds a run with another configuration (graph, options, models or templates changed). "
             "Use --new to write to a new folder, --force to discard its records, or another --out."
         )
-    return folder
+    recorded = recorded_inputs(folder)
+    if add_input or not recorded or any(same_input(i, source) for i in recorded):
+        return None
+    made_from = ", ".join(i["path"] for i in recorded)
+    return (
+        f"{folder} was made from {made_from} (its config.yaml records each input and its sha256); "
+        f"--input {source['path']} is a different file. Use --add-input to add its rows to this run, --new "
+        "to write a new folder, --force to discard the folder's records, or another --out."
+    )
 
 
 def _fingerprint_of(folder: Path) -> str | None:
@@ -190,19 +229,31 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
     models = build_models(request.models, request)  # before touching the folder: a bad spec or key fails here
     try:
         fingerprint = run_fingerprint(graph, options, models.specs)
-        folder = open_folder(request, graph, fingerprint)
+        source = input_record(request.input)
+        folder, inputs, reset = open_folder(request, graph, fingerprint, source)
+        changed = [
+            i for i in recorded_inputs(folder) if same_input(i, source) and i["sha256"] != source["sha256"]
+        ]
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
             store = open_locked(folder, stack)
             log = stack.enter_context(RunLog(folder / LOG_FILE, api_key_env=request.api_key_env))
             try:
-                if store.read_fingerprint() not in (None, fingerprint):
+                if reset or store.read_fingerprint() not in (None, fingerprint):
                     _reset(store)
+                if changed and changed[0].get("sha256") and not reset:
+                    console.print(
+                        f"note: {request.input} changed since this folder's last run: new and edited lines "
+                        "run (an edited line's record replaces its old one), unchanged lines are skipped",
+                        markup=False,
+                    )
+                    log.event("input_changed", path=str(request.input), was=changed[0], now=source)
                 config = {
                     "graph": graph.name,
                     "graph_version": graph.version,
                     **request.model_dump(mode="json", exclude={"trace"}),
                     "models": models.specs,  # credentials in a URL redacted (the request holds them)
+                    "inputs": inputs,
                     "options": options,
                     "fingerprint": fingerprint,
                 }
