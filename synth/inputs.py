@@ -60,6 +60,7 @@ def read_rows(
     path = check_input(path)
     if max_field_bytes < 1:
         raise InputError(f"--max-field-bytes must be >= 1 (got {max_field_bytes})")
+    rows: Iterator[SeedRow]
     if path.suffix.lower() == ".parquet":
         rows = (_sized(row, max_field_bytes) for row in _parquet_rows(path))
     else:
