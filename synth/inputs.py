@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -62,7 +62,7 @@ def read_rows(
         raise InputError(f"--max-field-bytes must be >= 1 (got {max_field_bytes})")
     rows: Iterator[SeedRow]
     if path.suffix.lower() == ".parquet":
-        rows = (_sized(row, max_field_bytes) for row in _parquet_rows(path))
+        rows = (sized(row, max_field_bytes) for row in _parquet_rows(path))
     else:
         rows = _jsonl_rows(path, max_field_bytes)
     for row in rows:
@@ -87,25 +87,33 @@ def _message(error: Any) -> str:
 
 
 def _jsonl_rows(path: Path, max_field_bytes: int) -> Iterator[SeedRow]:
-    """Lines read as bytes and decoded one by one: a line that is not UTF-8 fails alone, with its place."""
     with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM) :]
-            if not raw.strip():
-                continue
-            source = f"{path}:{number}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield SeedRow(
-                    source,
-                    {"_raw": raw[:RAW_KEPT].decode("utf-8", "replace")},
-                    f"{source}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
-                    "re-save the file as UTF-8 or fix the line",
-                )
-                continue
-            yield parse_jsonl_line(source, line, max_field_bytes)
+        for number, raw in jsonl_lines(handle):
+            yield parse_jsonl_bytes(f"{path}:{number}", raw, max_field_bytes)
+
+
+def jsonl_lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """Non-blank lines as bytes with their 1-based numbers, a leading UTF-8 BOM removed. Bytes, not text:
+    decoding line by line lets a line that is not UTF-8 fail alone (both executors read jsonl so)."""
+    for number, raw in enumerate(handle, start=1):
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]
+        if raw.strip():
+            yield number, raw
+
+
+def parse_jsonl_bytes(source: str, raw: bytes, max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES) -> SeedRow:
+    """One non-blank line's bytes as a row: a line that is not UTF-8 is a failed row naming the byte."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return SeedRow(
+            source,
+            {"_raw": raw[:RAW_KEPT].decode("utf-8", "replace")},
+            f"{source}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+            "re-save the file as UTF-8 or fix the line",
+        )
+    return parse_jsonl_line(source, line, max_field_bytes)
 
 
 def parse_jsonl_line(source: str, line: str, max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES) -> SeedRow:
@@ -126,7 +134,7 @@ def parse_jsonl_line(source: str, line: str, max_field_bytes: int = DEFAULT_MAX_
             "text; fix or remove the escape",
         )
     if len(line) > max_field_bytes // 4:  # a shorter line cannot hold a field over the limit
-        return _sized(SeedRow(source, data), max_field_bytes, line)
+        return sized(SeedRow(source, data), max_field_bytes, line)
     return SeedRow(source, data)
 
 
@@ -149,7 +157,7 @@ def _lone_surrogate(value: Any) -> bool:
     return False
 
 
-def _sized(row: SeedRow, limit: int, line: str = "") -> SeedRow:
+def sized(row: SeedRow, limit: int, line: str = "") -> SeedRow:
     """``row``, or a failed row naming the first field over ``limit`` bytes (its value is not kept)."""
     found = _oversized(row.data, limit, ())
     if found is None:

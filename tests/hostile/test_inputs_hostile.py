@@ -109,3 +109,30 @@ def test_a_missing_input_leaves_no_run_folder(tmp_path: Path) -> None:
     )  # fmt: skip
     assert isinstance(outcome.exception, InputError) and "nope.jsonl does not exist" in str(outcome.exception)
     assert not out.exists()
+
+
+def test_the_ray_reader_fails_the_same_lines_alone(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    import pyarrow as pa
+
+    from synth.executors.ray_input import JsonlLines
+    from synth.inputs import parse_jsonl_bytes
+
+    path = _write(
+        tmp_path / "s.jsonl",
+        b'\xef\xbb\xbf{"question": "one"}',
+        b'{"question": "caf\xe9"}',
+        b"",
+        b'{"question": "\\ud800"}\r',
+        b'{"question": "' + b"z" * 3000 + b'"}',
+        b'{"question": "six"}',
+    )
+    # the datasource's reader, called directly: no Ray instance is started for this
+    tables = list(JsonlLines._read_stream(None, pa.OSFile(str(path)), str(path)))  # type: ignore[arg-type]
+    columns = pa.concat_tables(tables).to_pydict()
+    rows = [
+        parse_jsonl_bytes(f"{path}:{n}", raw, 2000)
+        for n, raw in zip(columns["line"], columns["text"], strict=True)
+    ]
+    assert rows == list(read_rows(path, max_field_bytes=2000))  # same rows, same errors, same sources
+    assert [r.error is None for r in rows] == [True, False, False, False, True]
