@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import importlib.util
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -190,8 +191,10 @@ def open_folder(
 
 
 def _conflict(folder: Path, fingerprint: str, source: dict[str, str], add_input: bool) -> str | None:
+    """Why ``folder`` may not take this run, or None. A folder without records has nothing to protect
+    (a run that stopped on a bad option value before its first row: the corrected command just runs)."""
     existing = _fingerprint_of(folder)
-    if existing is None:
+    if existing is None or not _has_records(folder):
         return None
     if existing != fingerprint:
         return (
@@ -207,6 +210,19 @@ def _conflict(folder: Path, fingerprint: str, source: dict[str, str], add_input:
         f"--input {source['path']} is a different file. Use --add-input to add its rows to this run, --new "
         "to write a new folder, --force to discard the folder's records, or another --out."
     )
+
+
+def _has_records(folder: Path) -> bool:
+    path = folder / "records.sqlite"
+    if not path.exists():
+        return False
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None
+    except sqlite3.DatabaseError:  # unreadable: treat as holding records, so nothing is reset silently
+        return True
+    finally:
+        db.close()
 
 
 def _fingerprint_of(folder: Path) -> str | None:

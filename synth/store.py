@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from synth.errors import RunFolderError
+from synth.logs import redact_urls
 from synth.trajectory import Trajectory, utc_now
 
 #: One ``records`` row as inserted: id, status, source, error, record JSON, updated_at.
@@ -127,7 +128,8 @@ class RunStore:
         return path.read_text().strip() if path.exists() else None
 
     def write_config(self, config: dict[str, Any], fingerprint: str) -> None:
-        (self.folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        (self.folder / "config.yaml").write_text(redact_urls(text))  # e.g. an option value with a URL
         (self.folder / "fingerprint").write_text(fingerprint + "\n")
 
     def read_config(self) -> dict[str, Any]:

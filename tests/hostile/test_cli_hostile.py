@@ -87,3 +87,13 @@ def test_the_request_refuses_them_too(tmp_path: Path) -> None:
         RunRequest(graph="coevol", input=tmp_path, out=tmp_path, limit=-1)
     with pytest.raises(ValueError, match="max_calls"):
         RunRequest(graph="coevol", input=tmp_path, out=tmp_path, max_calls=0)
+
+
+def test_a_run_stopped_by_a_bad_option_value_does_not_block_the_corrected_one(tmp_path: Path) -> None:
+    """The value is refused by the graph itself (max_rounds=0: an int, but not >= 1) after the folder was
+    opened; with no record stored the folder has nothing to protect, so the corrected command runs."""
+    first = _run(tmp_path, "--option", "max_rounds=0", "--retries", "0")
+    assert "max_rounds must be >= 1" in str(first.exception)
+    second = _run(tmp_path, "--option", "max_rounds=2", "--retries", "0")
+    assert second.exception is None or isinstance(second.exception, SystemExit), second.output
+    assert "another configuration" not in second.output

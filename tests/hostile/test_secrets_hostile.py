@@ -104,3 +104,17 @@ async def test_push_refuses_a_folder_holding_url_credentials(tmp_path: Path, ope
     with pytest.raises(PushError, match=r"data/.*URL with embedded credentials") as caught:
         check_no_secrets(plan, {})  # the data cell still holds it: the push is refused
     assert "sk-live" not in str(caught.value)
+
+
+async def test_an_option_value_with_url_credentials_is_not_written(
+    tmp_path: Path, openai_server: Any
+) -> None:
+    from synth.store import RunStore
+
+    store = RunStore(tmp_path / "run")
+    store.write_config(
+        {"graph": "g", "options": {"corpus": f"https://bob:{PASSWORD}@files.example/c.jsonl"}}, "f"
+    )
+    store.close()
+    text = (tmp_path / "run" / "config.yaml").read_text()
+    assert PASSWORD not in text and "bob:***@files.example" in text
