@@ -2,10 +2,10 @@
 
 ``records.sqlite`` (WAL) holds one row per trajectory id; the primary key is what makes a row's result
 exactly-once across crashes and re-runs. A source line (``file:line``) also maps to one record: when a
-line is fixed or edited, its row gets a new id, and writing its record replaces the line's older one
-(a line that failed to parse and now parses is counted once, never twice). Writes come from one writer
-(the runner's writer task) in small transactions; readers (``synth status``, ``synth export``) may read
-while a run is going.
+line is fixed or edited, its row gets a new id, and once that row's record is stored the line's older
+record is dropped (:meth:`RunStore.drop_replaced`; a line that failed to parse and now parses is counted
+once, never twice). Writes come from one writer (the runner's writer task) in small transactions;
+readers (``synth status``, ``synth export``) may read while a run is going.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,6 @@ CREATE TABLE IF NOT EXISTS records (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_status ON records(status);
-CREATE INDEX IF NOT EXISTS records_source ON records(source);
 """
 
 
@@ -159,13 +158,8 @@ class RunStore:
         return [(t.id, t.status, t.source, t.error, t.model_dump_json(), utc_now()) for t in trajectories]
 
     def write_rows(self, rows: list[RecordRow]) -> None:
-        """Insert or replace serialised records (:meth:`rows`) in one transaction; each replaces any
-        older record of the same source line (an indexed delete: ~µs a row)."""
+        """Insert or replace serialised records (:meth:`rows`) in one transaction."""
         with self._transaction():
-            self._db.executemany(
-                "DELETE FROM records WHERE source = ? AND id != ?",
-                [(row[2], row[0]) for row in rows if row[2]],
-            )
             self._db.executemany(
                 "INSERT OR REPLACE INTO records (id, status, source, error, record, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -187,8 +181,6 @@ class RunStore:
                 )
                 if cursor.rowcount == 1:
                     added.append(tid)
-                    if source:  # a new record of a source line replaces the line's older one
-                        self._db.execute("DELETE FROM records WHERE source = ? AND id != ?", (source, tid))
         return added
 
     def stored_ids(self) -> set[str]:
@@ -211,6 +203,32 @@ class RunStore:
 
     def failed_ids(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT id FROM records WHERE status = 'failed'")}
+
+    def drop_replaced(self, lines: Mapping[str, str], *, failed_only: bool = False) -> int:
+        """Drop the records that a line's current row replaced; returns how many.
+
+        ``lines`` maps each source line read (``file:line``) to the id of the row it holds now. A record
+        of that line with another id whose content is nowhere in ``lines`` was made from the line's old
+        content (a line fixed or edited since): once the current row has a record, it is dropped. A row
+        that only moved (a line inserted above it) keeps its record. ``failed_only``: a partial read
+        (``--limit``) cannot know that the old content is gone, so only failed records are dropped.
+        """
+        current = set(lines.values())
+        stored = self.stored_ids()
+        stale = [
+            (rid,)
+            for rid, source, status in self._db.execute(
+                "SELECT id, source, status FROM records WHERE source != ''"
+            )
+            if source in lines
+            and rid not in current
+            and lines[source] in stored
+            and (status == "failed" or not failed_only)
+        ]
+        if stale:
+            with self._transaction():
+                self._db.executemany("DELETE FROM records WHERE id = ?", stale)
+        return len(stale)
 
     def failed_sources(self) -> set[str]:
         """Source lines whose record failed: ``--retry-failed`` re-runs them even when the line changed."""

