@@ -25,6 +25,8 @@ TASKS = {
     "corrections": ["text-generation"],
     "rl": ["question-answering"],
 }
+#: Marks a README.md as a card that ``synth export`` wrote (an HTML comment: invisible when rendered).
+EXPORT_MARK = "<!-- generator: synth export -->"
 #: Languages covering at least this share of the sampled rows are listed in the card.
 LANGUAGE_SHARE = 0.2
 
@@ -73,6 +75,8 @@ class CardData:
     split_seed: int | None = None
     filter_reasons: Mapping[str, int] = field(default_factory=dict)
     filters_applied: Sequence[Mapping[str, Any]] = ()
+    #: The run lock's holder when the export read a run that was still writing (a partial snapshot).
+    live_run: str | None = None
 
     @property
     def rows(self) -> int:
@@ -113,6 +117,7 @@ def render_card(data: CardData) -> str:
         "---",
         yaml.safe_dump(front_matter(data), sort_keys=False, allow_unicode=True).strip(),
         "---",
+        EXPORT_MARK,
         "",
         f"# {config.get('graph', 'synth')} · {data.format_name}",
         "",
@@ -151,7 +156,7 @@ def _provenance(data: CardData) -> list[str]:
     models: Mapping[str, str] = config.get("models") or {}
     seed_license = data.seed_license or "not recorded: check the seed data's license before publishing"
     lines = [
-        f"- Seed data: `{config.get('input')}`; license: {seed_license} (it governs this derived data)",
+        f"- Seed data: {_seed_files(config)}; license: {seed_license} (it governs this derived data)",
         f"- Models: {', '.join(f'`{role}` = `{spec}`' for role, spec in models.items())}",
         f"- Graph options: `{json.dumps(config.get('options', {}), sort_keys=True, default=str)}`",
         f"- Configuration fingerprint: `{config.get('fingerprint')}`",
@@ -166,6 +171,14 @@ def _provenance(data: CardData) -> list[str]:
     return lines
 
 
+def _seed_files(config: Mapping[str, Any]) -> str:
+    """Every input file the run was made from, with its sha256 (older runs recorded one ``input``)."""
+    inputs = config.get("inputs") or [{"path": config.get("input"), "sha256": ""}]
+    return ", ".join(
+        f"`{i.get('path')}`" + (f" (sha256 `{i['sha256'][:16]}`)" if i.get("sha256") else "") for i in inputs
+    )
+
+
 def _counts(data: CardData) -> list[str]:
     usage = data.usage
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(data.filter_reasons.items())) or "none"
@@ -177,6 +190,11 @@ def _counts(data: CardData) -> list[str]:
         f"- Tokens: {usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} completion "
         f"in {usage.get('calls', 0)} model calls",
     ]
+    if data.live_run:
+        lines.append(
+            f"- **Partial snapshot**: exported while a `synth run` was still writing ({data.live_run}); "
+            "re-export when it has finished for the complete data"
+        )
     if data.split_seed is not None:
         lines.append(f"- Splits drawn by seed row, shuffled with seed {data.split_seed}")
     if data.filters_applied:

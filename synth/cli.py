@@ -22,6 +22,7 @@ from synth.cli_push import push_command
 from synth.cli_report import report_command
 from synth.cli_train import train_app
 from synth.errors import SynthError
+from synth.inputs import DEFAULT_MAX_FIELD_BYTES
 
 app = typer.Typer(
     help="Synthesize training data with multi-agent role graphs, and train on it.",
@@ -81,16 +82,22 @@ def run(
     corpus: Annotated[
         Path | None, typer.Option(help="Passages for retrieval graphs (sets the graph option corpus).")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Process at most N input rows.")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Rows in flight.")] = 16,
+    limit: Annotated[int | None, typer.Option(min=1, help="Process at most N input rows.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, help="Rows in flight.")] = 16,
     max_calls: Annotated[
-        int | None, typer.Option(help="Model calls in flight per model (default 2 x concurrency).")
+        int | None, typer.Option(min=1, help="Model calls in flight per model (default 2 x concurrency).")
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per model call before it is retried.")] = 120.0,
-    retries: Annotated[int, typer.Option(help="Retries per model call on 429/5xx/timeouts.")] = 5,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds per model call before it is retried.")
+    ] = 120.0,
+    retries: Annotated[int, typer.Option(min=0, help="Retries per model call on 429/5xx/timeouts.")] = 5,
     backoff: Annotated[
-        float, typer.Option(help="First retry backoff in seconds (doubles per retry, jittered).")
+        float, typer.Option(min=0.0, help="First retry backoff in seconds (doubles per retry, jittered).")
     ] = 0.5,
+    max_field_bytes: Annotated[
+        int,
+        typer.Option(min=1, help="Largest input field in bytes; a row with a larger one fails, naming it."),
+    ] = DEFAULT_MAX_FIELD_BYTES,
     api_key_env: Annotated[
         str | None, typer.Option(help="Env var holding the API key (default OPENAI_API_KEY).")
     ] = None,
@@ -99,6 +106,9 @@ def run(
     ] = False,
     new: Annotated[
         bool, typer.Option(help="If the folder exists with another configuration, use NAME-2, -3...")
+    ] = False,
+    add_input: Annotated[
+        bool, typer.Option(help="Add --input to a run folder made from other input files (one run of all).")
     ] = False,
     retry_failed: Annotated[bool, typer.Option(help="Re-run only the rows stored as failed.")] = False,
     cache: Annotated[
@@ -128,10 +138,11 @@ def run(
         str | None, typer.Option(help="Ray cluster address (default: RAY_ADDRESS, else a local cluster).")
     ] = None,
     ray_block_rows: Annotated[
-        int, typer.Option(help="Rows per Ray block (one shard, one resume unit).")
+        int, typer.Option(min=1, help="Rows per Ray block (one shard, one resume unit).")
     ] = 100,
     ray_actors: Annotated[
-        int, typer.Option(help="Ray actors; each runs one block at a time, --concurrency rows in flight.")
+        int,
+        typer.Option(min=1, help="Ray actors; each runs one block at a time, --concurrency rows in flight."),
     ] = 2,
 ) -> None:
     """Run GRAPH over the input rows into a run folder; re-running the same command resumes.
@@ -154,9 +165,11 @@ def run(
         timeout=timeout,
         retries=retries,
         backoff=backoff,
+        max_field_bytes=max_field_bytes,
         api_key_env=api_key_env,
         force=force,
         new=new,
+        add_input=add_input,
         retry_failed=retry_failed,
         cache=cache,
         checkpoints=checkpoints,

@@ -29,7 +29,15 @@ def export_command(
         str | None,
         typer.Option("--format", "-f", help="Export format; omit it to list the formats of the run's graph."),
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output dataset folder.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", "-o", help="Output dataset folder: new or empty (or an earlier export with --overwrite)."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an earlier export in --out (any other non-empty folder is refused).")
+    ] = False,
     list_formats: Annotated[
         bool, typer.Option("--list-formats", help="List the formats the run's graph supports, and exit.")
     ] = False,
@@ -72,8 +80,9 @@ def export_command(
         license=license,
         seed_license=seed_license,
         languages=tuple(language),
+        overwrite=overwrite,
     )
-    console.print(export_run(run_dir, graph, format, out, options).describe())
+    console.print(export_run(run_dir, graph, format, out, options).describe(), markup=False, highlight=False)
 
 
 def filter_command(
@@ -89,11 +98,15 @@ def filter_command(
         str | None, typer.Option("--model", "-m", help="Model spec of judge filters that name none.")
     ] = None,
     concurrency: Annotated[
-        int | None, typer.Option("--concurrency", help="Rows judged at once (default: the run's).")
+        int | None, typer.Option("--concurrency", min=1, help="Rows judged at once (default: the run's).")
     ] = None,
-    max_calls: Annotated[int | None, typer.Option(help="Judge calls in flight (default: the run's).")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Seconds per judge call attempt.")] = None,
-    retries: Annotated[int | None, typer.Option(help="Retries per judge call on 429/5xx/timeouts.")] = None,
+    max_calls: Annotated[
+        int | None, typer.Option(min=1, help="Judge calls in flight (default: the run's).")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(min=0.001, help="Seconds per judge call attempt.")] = None,
+    retries: Annotated[
+        int | None, typer.Option(min=0, help="Retries per judge call on 429/5xx/timeouts.")
+    ] = None,
     api_key_env: Annotated[str | None, typer.Option(help="Env var holding the judge's API key.")] = None,
     cache: Annotated[
         bool, typer.Option(help="Reuse judge calls from the run's call cache (re-applying never pays twice).")

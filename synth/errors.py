@@ -23,6 +23,10 @@ class RunFolderError(SynthError):
     """A run folder is locked, or was made with a different configuration."""
 
 
+class OptionError(SynthError, ValueError):
+    """A graph option (``--option key=value``) is unknown or of the wrong type."""
+
+
 class ExportError(SynthError):
     """An export format is unknown for a graph, or its data is unusable."""
 

@@ -11,21 +11,23 @@ The export says how many rows it wrote and, when none, why.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.card import CardData, data_file, render_card
+from synth.card import EXPORT_MARK, CardData, data_file, render_card
 from synth.errors import ExportError
 from synth.filters import read_summary
 from synth.formats import dpo_features, sft_features, user_turn
 from synth.graph import ExportFormat, SynthGraph
+from synth.outputs import OutputKind, check_output_folder
 from synth.reuse import standard_exports
 from synth.splits import assign
 from synth.status import read_status
-from synth.store import RunStore
+from synth.store import RunLock, RunStore
 
 __all__ = [
     "ExportOptions",
@@ -37,6 +39,16 @@ __all__ = [
     "user_turn",
 ]
 
+#: An export folder: the card (README.md, marked) and data/*.parquet; only such a folder is replaced.
+EXPORT = OutputKind(
+    "synth export",
+    "README.md",
+    EXPORT_MARK,
+    owns=lambda entry: (
+        (entry.name == "README.md" and entry.is_file())
+        or (entry.name == "data" and entry.is_dir() and all(f.suffix == ".parquet" for f in entry.iterdir()))
+    ),
+)
 ROWS_PER_BATCH = 1000
 #: Rows whose text the card's language detection reads.
 LANGUAGE_SAMPLE = 200
@@ -57,6 +69,8 @@ class ExportOptions:
     license: str = "other"
     seed_license: str = ""
     languages: tuple[str, ...] = ()  # empty: detected from the exported text
+    #: Replace an earlier export in the output folder (``--overwrite``); other folders are never replaced.
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,8 +81,19 @@ class ExportResult:
     trajectories: int
     reason: str = ""
     splits: Mapping[str, int] = field(default_factory=dict)
+    #: The run lock's holder when a run was still writing: the export is a partial snapshot.
+    live_run: str | None = None
 
     def describe(self) -> str:
+        return self._describe() + (
+            f"\nwarning: a run is still writing to the run folder ({self.live_run}): this export is a "
+            "partial "
+            "snapshot (the card says so); export again when the run has finished."
+            if self.live_run
+            else ""
+        )
+
+    def _describe(self) -> str:
         if self.rows:
             parts = (
                 " + ".join(f"{n} {name}" for name, n in self.splits.items()) if len(self.splits) > 1 else ""
@@ -113,14 +138,18 @@ def export_run(
             f"graph '{graph.name}' has no export format '{format_name}'; formats: {', '.join(formats)} "
             f"(`synth export {run_dir} --list-formats` describes them)"
         )
-    store = RunStore(run_dir)
     out = Path(out_dir)
+    check_output_folder(EXPORT, out, Path(run_dir), overwrite=options.overwrite)
+    live_run = RunLock.holder(Path(run_dir))
+    store = RunStore(run_dir)
+    tmp: Path | None = None
     try:
         counts = store.counts()
         if not counts:
             raise ExportError(f"{run_dir} has no records yet; run `synth run` first.")
         applied, reasons = read_summary(run_dir)
-        tmp = out.with_name(out.name + ".tmp")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
         written = _write(fmt, store, tmp, uuid.uuid4().hex[:12], options)
         card = render_card(
             CardData(
@@ -141,23 +170,26 @@ def export_run(
                 split_seed=options.seed if (options.splits or options.shuffle) else None,
                 filter_reasons=reasons,
                 filters_applied=applied,
+                live_run=live_run,
             )
         )
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)  # checked above: missing, empty or an earlier export
         tmp.rename(out)
+        tmp = None
     finally:
         store.close()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     reason = ""
     if written.rows == 0:
         reason = fmt.empty_reason if counts.get("ok") else f"no trajectory has status ok ({_counts(counts)})"
     splits = {name: n for name, (_, n) in written.files.items()}
-    return ExportResult(format_name, out, written.rows, written.trajectories, reason, splits)
+    return ExportResult(format_name, out, written.rows, written.trajectories, reason, splits, live_run)
 
 
 def _write(fmt: ExportFormat, store: RunStore, tmp: Path, export_id: str, options: ExportOptions) -> _Written:
     """Stream rows into ``tmp/data``; with splits or shuffling, stream to a scratch file, then cut it."""
-    shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "data").mkdir(parents=True)
     if not options.splits and not options.shuffle:
         path = data_file(export_id, "train")

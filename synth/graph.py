@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypedDict
 
 from pydantic import BaseModel
 
-from synth.errors import ModelSpecError
+from synth.errors import ModelSpecError, OptionError
 from synth.role import Role
 from synth.trajectory import Step, Trajectory
 
@@ -91,12 +91,43 @@ class SynthGraph:
         return {role.name: role.template_hash for role in self.roles}
 
     def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        """Defaults overlaid with the user's options; unknown names are an error that lists the known."""
+        """Defaults overlaid with the user's options; unknown names are an error that lists the known, and
+        a value must have its default's type (``max_rounds=banana`` is refused here, not deep in a node)."""
         unknown = sorted(set(options) - set(self.default_options))
         if unknown:
             known = ", ".join(f"{k}={v!r}" for k, v in self.default_options.items()) or "none"
-            raise ValueError(f"graph '{self.name}' has no option {', '.join(unknown)}; options: {known}")
-        return {**self.default_options, **options}
+            raise OptionError(f"graph '{self.name}' has no option {', '.join(unknown)}; options: {known}")
+        typed = {
+            name: option_value(self.name, name, value, self.default_options[name])
+            for name, value in options.items()
+        }
+        return {**self.default_options, **typed}
+
+
+#: The type an option's default declares, as (accepted types, name in messages). None and other
+#: defaults accept any value.
+_OPTION_TYPES: tuple[tuple[type, tuple[type, ...], str], ...] = (
+    (bool, (bool,), "true or false"),
+    (int, (int,), "an integer"),
+    (float, (int, float), "a number"),
+    (str, (str,), "text"),
+    (list, (list,), "a list"),
+    (dict, (dict,), "a mapping"),
+)
+
+
+def option_value(graph: str, name: str, value: Any, default: Any) -> Any:
+    """``value`` checked against the type of ``default`` (an int is fine where a float is expected)."""
+    for kind, accepted, words in _OPTION_TYPES:
+        if not isinstance(default, kind):
+            continue
+        if isinstance(value, accepted) and not (isinstance(value, bool) and kind is not bool):
+            return value
+        raise OptionError(
+            f"--option {name}={value!r}: graph '{graph}' option {name} takes {words} "
+            f"(default {default!r}), got {type(value).__name__}"
+        )
+    return value
 
 
 def steps_of(state: Mapping[str, Any]) -> list[Step]:

@@ -9,7 +9,8 @@ exports' rows. Other files on the hub (a LICENSE added by hand) are left alone.
 
 The token comes from ``HF_TOKEN`` or the ``hf auth login`` cache, never from the command line, and is never
 printed. Before anything is sent, every file is scanned for the values of secret-looking environment
-variables (the HF token, ``*_API_KEY``, ...): a match refuses the push, naming the variable, not the value.
+variables (the HF token, ``*_API_KEY``, ...) and for credentials embedded in URLs (``user:PASSWORD@host``,
+``?api_key=``): a match refuses the push, naming the variable or the kind, never the value.
 """
 
 from __future__ import annotations
@@ -202,8 +203,17 @@ def secret_values(env: Mapping[str, str], token: str | None = None) -> dict[str,
 
 
 def check_no_secrets(plan: PushPlan, secrets: Mapping[str, str]) -> None:
-    """Refuse the push when a secret's value is in the card or any data cell (decoded, not raw bytes)."""
+    """Refuse the push when a secret's value, or a credential embedded in a URL (``user:PASSWORD@``,
+    ``?api_key=``), is in the card or any data cell (decoded, not raw bytes)."""
+    from synth.logs import url_secrets
+
     for path, text in _texts(plan):
+        if url_secrets(text):
+            raise PushError(
+                f"refusing to push: {path} (from {plan.folder}) holds a URL with embedded credentials "
+                "(user:password@host or a secret query value such as ?api_key=). Remove it from the run "
+                "(or re-export without it) before publishing."
+            )
         for name, value in secrets.items():
             if value in text:
                 raise PushError(

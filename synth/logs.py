@@ -4,7 +4,8 @@ A run folder must be shareable: it is what people attach to a bug report or copy
 nothing that lands in it may carry a credential. Keys are only read from the environment and only sent
 in HTTP headers, but error messages are another matter: some servers echo the key they were given
 ("Incorrect API key provided: sk-..."). :func:`redact` replaces the value of every secret-looking
-environment variable before text is logged or stored.
+environment variable before text is logged or stored, and the credentials a URL may carry
+(``http://user:PASSWORD@host``, ``?api_key=...``): :func:`redact_urls`.
 
 The log is one JSON object per line (``ts``, ``event`` and fields), appended across runs of the folder:
 ``run_start``, ``row_failed`` (id, source, error kind), ``run_end`` (counts, usage, rows/s, per-client
@@ -26,6 +27,17 @@ _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGN
 #: Shorter values are not treated as secrets: "EMPTY", "none", "1" would redact ordinary words.
 MIN_SECRET_LEN = 8
 REDACTED = "***"
+#: ``scheme://user:password@``: the password is a credential (the user name stays, it helps debugging).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://[^/\s:@?#]*:)(?P<secret>[^/\s@?#]+)(?=@)", re.I)
+#: ``scheme://TOKEN@`` without a colon: a bare token as the user name (``https://ghp_...@github.com``).
+_URL_TOKEN_USER = re.compile(r"(?P<head>\b[a-z][a-z0-9+.\-]*://)(?P<secret>[^/\s:@?#]{16,})(?=@)", re.I)
+#: Query parameters that carry credentials (``?api_key=``, ``&token=``, ``sig=`` ...).
+_URL_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&;](?:api[_-]?key|apikey|key|token|access[_-]?token|auth|secret|client[_-]?secret|"
+    r"password|passwd|pwd|sig|signature|x-api-key)=)(?P<secret>[^&#\s\"'<>]+)",
+    re.I,
+)
+_URL_PATTERNS = (_URL_PASSWORD, _URL_TOKEN_USER, _URL_QUERY_SECRET)
 
 
 def secret_values(extra_env: str | None = None) -> list[str]:
@@ -38,12 +50,29 @@ def secret_values(extra_env: str | None = None) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+def url_secrets(text: str) -> list[str]:
+    """Credentials embedded in URLs in ``text`` (passwords, token user names, secret query values)."""
+    if "://" not in text and "=" not in text:
+        return []
+    found = [m.group("secret") for pattern in _URL_PATTERNS for m in pattern.finditer(text)]
+    return [value for value in found if value != REDACTED]
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***`` (the rest of the URL stays)."""
+    if "://" not in text and "=" not in text:
+        return text
+    for pattern in _URL_PATTERNS:
+        text = pattern.sub(lambda m: m.group("head") + REDACTED, text)
+    return text
+
+
 def redact(text: str, secrets: list[str] | None = None) -> str:
-    """``text`` with every secret value replaced by ``***``."""
+    """``text`` with every secret value, and every credential in a URL, replaced by ``***``."""
     for secret in secret_values() if secrets is None else secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    return text
+    return redact_urls(text)
 
 
 def redact_error(exc: BaseException, history: list[str]) -> None:
@@ -52,7 +81,8 @@ def redact_error(exc: BaseException, history: list[str]) -> None:
     Used by the model client, where every backend error passes: a server that quotes the key it was sent
     would otherwise carry it into steps, checkpoints, records and logs."""
     secrets = secret_values()
-    if not secrets or not any(s in str(exc) or any(s in h for h in history) for s in secrets):
+    texts = [str(exc), *history]
+    if not any(s in t for t in texts for s in secrets) and not any(url_secrets(t) for t in texts):
         return
     exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
     if isinstance(getattr(exc, "message", None), str):

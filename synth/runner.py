@@ -86,6 +86,7 @@ class Runner:
         self.fingerprint = run_fingerprint(graph, self.options, models.specs)
         self._secrets = secret_values()
         self._resumable: set[str] = set()
+        self._lines: dict[str, str] = {}  # source line -> the id of the row it holds (this run's read)
         self._provenance = Provenance(
             graph=graph.name,
             graph_version=graph.version,
@@ -139,6 +140,7 @@ class Runner:
             finally:
                 await queue.put(None)
                 await writer
+            self.store.drop_replaced(self._lines, failed_only=limit is not None)  # a fixed line: one record
         summary.elapsed_s = time.perf_counter() - started
         return summary
 
@@ -157,6 +159,8 @@ class Runner:
     ) -> None:
         failed = self.store.failed_ids()
         done = self.store.finished_ids() | (set() if retry_failed else failed) | set(skip)
+        failed_lines = self.store.failed_sources() if retry_failed else set()  # a fixed line is retried too
+        lines = self._lines = {}
         slots = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -166,7 +170,8 @@ class Runner:
                 key = row_key(row.data)
                 tid = trajectory_id(key, occurrences[key], self.fingerprint)
                 occurrences[key] += 1
-                if tid in done or (retry_failed and tid not in failed):
+                lines[row.source] = tid
+                if tid in done or (retry_failed and tid not in failed and row.source not in failed_lines):
                     summary.skipped += 1
                     if on_skip is not None:
                         on_skip()
@@ -256,7 +261,7 @@ class Runner:
         steps = steps_of(state)
         usage = sum((s.usage for s in steps), Usage())
         error = error or state.get("error")
-        if error and self._secrets:  # servers may echo the key they were sent in an error message
+        if error:  # servers may echo the key they were sent (or a URL with its credentials) in an error
             error = redact(error, self._secrets)
             for step in steps:
                 step.error = redact(step.error, self._secrets) if step.error else step.error

@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import importlib.util
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +33,15 @@ from synth.batch_progress import BatchProgress
 from synth.cache import CallCache
 from synth.errors import RunFolderError, SynthError
 from synth.graph import ModelSet, SynthGraph
-from synth.inputs import count_rows, read_rows
+from synth.inputs import (
+    DEFAULT_MAX_FIELD_BYTES,
+    check_input,
+    count_rows,
+    input_record,
+    read_rows,
+    recorded_inputs,
+    same_input,
+)
 from synth.logs import RunLog, error_kind
 from synth.registry import available, load_graph
 from synth.runner import Runner, RunSummary, run_fingerprint
@@ -45,7 +54,8 @@ LOG_FILE = "log.jsonl"
 
 
 class RunRequest(BaseModel):
-    """Everything ``synth run`` was asked (what lands in config.yaml, minus secrets: none are here)."""
+    """Everything ``synth run`` was asked (what lands in config.yaml, minus secrets: a model spec's URL
+    credentials are written in their public form, see :func:`synth.models.spec.public_spec`)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,15 +64,19 @@ class RunRequest(BaseModel):
     out: Path
     models: dict[str, str] = {"default": "local:gemma-3-270m"}
     options: dict[str, Any] = {}
-    limit: int | None = None
-    concurrency: int = 16
-    max_calls: int = 32
-    timeout: float = 120.0
-    retries: int = 5
-    backoff: float = 0.5
+    limit: int | None = Field(default=None, ge=1)
+    concurrency: int = Field(default=16, ge=1)
+    max_calls: int = Field(default=32, ge=1)
+    timeout: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=5, ge=0)
+    backoff: float = Field(default=0.5, ge=0)
+    #: Largest input field in bytes (``--max-field-bytes``); a row with a larger one fails, naming it.
+    max_field_bytes: int = Field(default=DEFAULT_MAX_FIELD_BYTES, ge=1)
     api_key_env: str | None = None
     force: bool = False
     new: bool = False
+    #: Add ``input`` to a run folder made from other input files (their rows and its rows, one run).
+    add_input: bool = False
     retry_failed: bool = False
     checkpoints: bool = True
     cache: bool = True
@@ -102,13 +116,34 @@ def resolve_graph(ref: str) -> SynthGraph:
     return graph
 
 
+def check_roles(graph: SynthGraph, models: dict[str, str]) -> None:
+    """Refuse ``--model ROLE=SPEC`` for a role the graph does not have (a typo would silently leave that
+    role on the default model), listing the graph's roles with a did-you-mean."""
+    import difflib
+
+    roles = [role.name for role in graph.roles]
+    for name in models:
+        if name == "default" or name in roles:
+            continue
+        close = difflib.get_close_matches(name, roles, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise SynthError(
+            f"--model {name}=...: graph '{graph.name}' has no role {name!r}{hint}; its roles: "
+            f"{', '.join(roles) or 'none'}. Pass --model SPEC for all roles or --model ROLE=SPEC for one."
+        )
+
+
 #: Minimum per-call timeout for in-process (``local:``) backends, whose calls wait for batches.
 LOCAL_TIMEOUT_S = 3600.0
 
 
 def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | None = None) -> ModelSet:
-    """One managed client per distinct spec, shared by the roles that use it, all on the run's cache."""
+    """One managed client per distinct spec, shared by the roles that use it, all on the run's cache.
+
+    The set's ``specs`` are the public forms (URL credentials as ``***``): they reach the fingerprint,
+    config.yaml, provenance and logs; the real strings only reach the clients."""
     from synth.models import ClientOptions, make_client
+    from synth.models.spec import public_spec
 
     options = ClientOptions(
         max_concurrency=request.max_calls,
@@ -128,25 +163,70 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
         clients[spec] = make_client(spec, spec_options)
         clients[spec].cache = cache
     by_role = {role: clients[spec] for role, spec in specs.items() if role != "default"}
-    return ModelSet(default=clients[specs["default"]], by_role=by_role, specs=dict(specs))
+    public = {role: public_spec(spec) for role, spec in specs.items()}
+    return ModelSet(default=clients[specs["default"]], by_role=by_role, specs=public)
 
 
-def open_folder(request: RunRequest, graph: SynthGraph, fingerprint: str) -> Path:
-    """The folder to write: refuses a changed configuration unless ``--force`` (reset) or ``--new``."""
+def open_folder(
+    request: RunRequest, graph: SynthGraph, fingerprint: str, source: dict[str, str]
+) -> tuple[Path, list[dict[str, str]], bool]:
+    """The folder to write, the input files it is then made from, and whether its records must go.
+
+    Refuses a changed configuration, or an input the folder was not made from, unless ``--force``
+    (reset), ``--new`` (the next free NAME-2, NAME-3...) or, for the input, ``--add-input``."""
     folder = request.out
     if request.new:
-        candidate, n = folder, 1
-        while _fingerprint_of(candidate) not in (None, fingerprint):
+        n = 1
+        while _conflict(folder, fingerprint, source, request.add_input) is not None:
             n += 1
-            candidate = folder.with_name(f"{folder.name}-{n}")
-        return candidate
+            folder = request.out.with_name(f"{request.out.name}-{n}")
+    reason = _conflict(folder, fingerprint, source, request.add_input)
+    if reason is not None and not request.force:
+        raise RunFolderError(reason)
+    if reason is not None:
+        return folder, [source], True
+    inputs = recorded_inputs(folder)
+    match = next((n for n, i in enumerate(inputs) if same_input(i, source)), None)
+    if match is None:
+        inputs.append(source)  # a new folder, or --add-input
+    elif same_input({"path": inputs[match]["path"]}, source):
+        inputs[match] = source  # the same file, maybe edited: its current hash
+    return folder, inputs, False
+
+
+def _conflict(folder: Path, fingerprint: str, source: dict[str, str], add_input: bool) -> str | None:
+    """Why ``folder`` may not take this run, or None. A folder without records has nothing to protect
+    (a run that stopped on a bad option value before its first row: the corrected command just runs)."""
     existing = _fingerprint_of(folder)
-    if existing not in (None, fingerprint) and not request.force:
-        raise RunFolderError(
+    if existing is None or not _has_records(folder):
+        return None
+    if existing != fingerprint:
+        return (
             f"{folder} holds a run with another configuration (graph, options, models or templates changed). "
             "Use --new to write to a new folder, --force to discard its records, or another --out."
         )
-    return folder
+    recorded = recorded_inputs(folder)
+    if add_input or not recorded or any(same_input(i, source) for i in recorded):
+        return None
+    made_from = ", ".join(i["path"] for i in recorded)
+    return (
+        f"{folder} was made from {made_from} (its config.yaml records each input and its sha256); "
+        f"--input {source['path']} is a different file. Use --add-input to add its rows to this run, --new "
+        "to write a new folder, --force to discard the folder's records, or another --out."
+    )
+
+
+def _has_records(folder: Path) -> bool:
+    path = folder / "records.sqlite"
+    if not path.exists():
+        return False
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None
+    except sqlite3.DatabaseError:  # unreadable: treat as holding records, so nothing is reset silently
+        return True
+    finally:
+        db.close()
 
 
 def _fingerprint_of(folder: Path) -> str | None:
@@ -162,23 +242,38 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
             "--retry-failed runs on the asyncio executor: drop --executor ray (both executors share the run "
             "folder's records, so the retried rows land in the same store)"
         )
+    check_input(request.input)  # before touching the folder: a missing input leaves nothing behind
     graph = resolve_graph(request.graph)
+    check_roles(graph, request.models)
+    options = graph.resolve_options(request.options)
     models = build_models(request.models, request)  # before touching the folder: a bad spec or key fails here
     try:
-        options = graph.resolve_options(request.options)
         fingerprint = run_fingerprint(graph, options, models.specs)
-        folder = open_folder(request, graph, fingerprint)
+        source = input_record(request.input)
+        folder, inputs, reset = open_folder(request, graph, fingerprint, source)
+        changed = [
+            i for i in recorded_inputs(folder) if same_input(i, source) and i["sha256"] != source["sha256"]
+        ]
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
             store = open_locked(folder, stack)
             log = stack.enter_context(RunLog(folder / LOG_FILE, api_key_env=request.api_key_env))
             try:
-                if store.read_fingerprint() not in (None, fingerprint):
+                if reset or store.read_fingerprint() not in (None, fingerprint):
                     _reset(store)
+                if changed and changed[0].get("sha256") and not reset:
+                    console.print(
+                        f"note: {request.input} changed since this folder's last run: new and edited lines "
+                        "run (an edited line's record replaces its old one), unchanged lines are skipped",
+                        markup=False,
+                    )
+                    log.event("input_changed", path=str(request.input), was=changed[0], now=source)
                 config = {
                     "graph": graph.name,
                     "graph_version": graph.version,
                     **request.model_dump(mode="json", exclude={"trace", "progress_every"}),
+                    "models": models.specs,  # credentials in a URL redacted (the request holds them)
+                    "inputs": inputs,
                     "options": options,
                     "fingerprint": fingerprint,
                 }
@@ -238,7 +333,7 @@ async def _run(
                 )
             else:
                 summary = await runner.run(
-                    read_rows(request.input, graph.seed_model),
+                    read_rows(request.input, graph.seed_model, max_field_bytes=request.max_field_bytes),
                     limit=request.limit,
                     retry_failed=request.retry_failed,
                     on_record=bar.on_record,

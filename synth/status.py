@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from synth.errors import RunFolderError
-from synth.logs import error_kind, read_events
+from synth.logs import error_kind, read_events, redact_urls
 
 LOG_FILE = "log.jsonl"
 
@@ -83,7 +83,7 @@ def _read_records(db: sqlite3.Connection, status: RunStatus, first: int) -> None
     ):
         status.errors[error_kind(error, source)] += 1
         if len(status.first_errors) < first:
-            status.first_errors.append((source, error or ""))
+            status.first_errors.append((source, redact_urls(error or "")))
 
 
 def render_status(
@@ -128,7 +128,7 @@ def _render_last_run(run: dict[str, Any], console: Console) -> None:
     for spec, client in (run.get("clients") or {}).items():
         errors = ", ".join(f"{k} {v}" for k, v in (client.get("errors") or {}).items()) or "none"
         console.print(
-            f"  {spec}: {client.get('calls', 0)} calls, {client.get('retries', 0)} retries "
+            f"  {redact_urls(spec)}: {client.get('calls', 0)} calls, {client.get('retries', 0)} retries "
             f"({client.get('backoff_s', 0):.1f}s backoff), {client.get('cache_hits', 0)} cache hits, "
             f"failed attempts: {errors}",
             markup=False,

@@ -1,8 +1,11 @@
 """The run folder: resolved config, fingerprint, a lock, and the SQLite store of trajectories.
 
 ``records.sqlite`` (WAL) holds one row per trajectory id; the primary key is what makes a row's result
-exactly-once across crashes and re-runs. Writes come from one writer (the runner's writer task) in
-small transactions; readers (``synth status``, ``synth export``) may read while a run is going.
+exactly-once across crashes and re-runs. A source line (``file:line``) also maps to one record: when a
+line is fixed or edited, its row gets a new id, and once that row's record is stored the line's older
+record is dropped (:meth:`RunStore.drop_replaced`; a line that failed to parse and now parses is counted
+once, never twice). Writes come from one writer (the runner's writer task) in small transactions;
+readers (``synth status``, ``synth export``) may read while a run is going.
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from synth.errors import RunFolderError
+from synth.logs import redact_urls
 from synth.trajectory import Trajectory, utc_now
 
 #: One ``records`` row as inserted: id, status, source, error, record JSON, updated_at.
@@ -58,6 +62,24 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} since {utc_now()}".encode())
         self._fd = fd
+
+    @staticmethod
+    def holder(folder: Path) -> str | None:
+        """Who holds ``folder``'s run lock (``pid N since T``), or None when no run is writing to it.
+
+        Readers (``synth export``) ask so they can say that what they read is a partial snapshot. The lock
+        file is never created here: a folder that is not a run stays untouched."""
+        try:
+            fd = os.open(folder / "lock", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)  # closing drops a shared lock taken above
+        return None
 
     def release(self) -> None:
         if self._fd is not None:
@@ -105,7 +127,8 @@ class RunStore:
         return path.read_text().strip() if path.exists() else None
 
     def write_config(self, config: dict[str, Any], fingerprint: str) -> None:
-        (self.folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        (self.folder / "config.yaml").write_text(redact_urls(text))  # e.g. an option value with a URL
         (self.folder / "fingerprint").write_text(fingerprint + "\n")
 
     def read_config(self) -> dict[str, Any]:
@@ -180,6 +203,37 @@ class RunStore:
 
     def failed_ids(self) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT id FROM records WHERE status = 'failed'")}
+
+    def drop_replaced(self, lines: Mapping[str, str], *, failed_only: bool = False) -> int:
+        """Drop the records that a line's current row replaced; returns how many.
+
+        ``lines`` maps each source line read (``file:line``) to the id of the row it holds now. A record
+        of that line with another id whose content is nowhere in ``lines`` was made from the line's old
+        content (a line fixed or edited since): once the current row has a record, it is dropped. A row
+        that only moved (a line inserted above it) keeps its record. ``failed_only``: a partial read
+        (``--limit``) cannot know that the old content is gone, so only failed records are dropped.
+        """
+        current = set(lines.values())
+        stored = self.stored_ids()
+        stale = [
+            (rid,)
+            for rid, source, status in self._db.execute(
+                "SELECT id, source, status FROM records WHERE source != ''"
+            )
+            if source in lines
+            and rid not in current
+            and lines[source] in stored
+            and (status == "failed" or not failed_only)
+        ]
+        if stale:
+            with self._transaction():
+                self._db.executemany("DELETE FROM records WHERE id = ?", stale)
+        return len(stale)
+
+    def failed_sources(self) -> set[str]:
+        """Source lines whose record failed: ``--retry-failed`` re-runs them even when the line changed."""
+        query = "SELECT source FROM records WHERE status = 'failed' AND source != ''"
+        return {r[0] for r in self._db.execute(query)}
 
     def counts(self) -> dict[str, int]:
         return dict(self._db.execute("SELECT status, COUNT(*) FROM records GROUP BY status").fetchall())

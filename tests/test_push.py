@@ -18,7 +18,7 @@ import pytest
 from huggingface_hub import constants
 
 from graphs.coevol import GRAPH
-from synth.export import export_run
+from synth.export import ExportOptions, export_run
 from synth.hub import PushError, check_no_secrets, plan_push, push, resolve_token, secret_values
 from synth.store import RunStore
 from synth.testing.hub_server import HubServer
@@ -50,7 +50,7 @@ def make_export(tmp_path: Path, accepted: int = 1, name: str = "sft") -> Path:
         store.write([coevol_record(i, accepted=accepted) for i in range(4)])
         store.write_config(CONFIG, "abc")
         store.close()
-    export_run(folder, GRAPH, "sft", tmp_path / name)
+    export_run(folder, GRAPH, "sft", tmp_path / name, ExportOptions(overwrite=True))  # re-exports replace
     return tmp_path / name
 
 

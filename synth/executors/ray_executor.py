@@ -187,7 +187,12 @@ class RayDriver:
         idle, pending = list(actors), dict[Any, _Block]()
         seen: Counter[str] = Counter()
         try:
-            blocks = iter_blocks(self.request.input, self.request.ray_block_rows, self.request.limit)
+            blocks = iter_blocks(
+                self.request.input,
+                self.request.ray_block_rows,
+                self.request.limit,
+                self.request.max_field_bytes,
+            )
             for start, rows in blocks:
                 name = block_name(start, start + len(rows))
                 occurrences, tids = _ids(rows, seen, self.fingerprint)

@@ -22,33 +22,36 @@ import ray.data
 from ray.data.datasource import FileBasedDatasource
 
 from synth.errors import InputError
-from synth.inputs import SeedRow, parse_jsonl_line
+from synth.inputs import DEFAULT_MAX_FIELD_BYTES, SeedRow, jsonl_lines, parse_jsonl_bytes, sized
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 LINES_PER_BLOCK = 4096
 
 
 class JsonlLines(FileBasedDatasource):
-    """Non-blank lines of text files with their 1-based line numbers (columns ``line``, ``text``).
+    """Non-blank lines of text files with their 1-based line numbers (columns ``line``, ``text`` as bytes).
 
-    Lines are split the way Python iterates a text file (universal newlines), not with ``str.splitlines``
-    (Ray's ``read_text``), which also splits inside JSON strings at U+2028 and friends; and streamed in
-    blocks instead of decoding the whole file at once.
+    Lines are split at ``\\n`` exactly as :func:`synth.inputs.jsonl_lines` splits them for the asyncio
+    executor (not with ``str.splitlines``, Ray's ``read_text``, which also splits inside JSON strings at
+    U+2028 and friends); and streamed in blocks instead of decoding the whole file at once.
     """
 
     def _read_stream(self, f: pa.NativeFile, path: str) -> Iterator[pa.Table]:
         numbers: list[int] = []
-        lines: list[str] = []
-        for number, line in enumerate(io.TextIOWrapper(f, encoding="utf-8"), start=1):
-            if not line.strip():
-                continue
+        lines: list[bytes] = []
+        for number, line in jsonl_lines(io.BufferedReader(f)):  # type: ignore[arg-type]
             numbers.append(number)
             lines.append(line)
             if len(lines) >= LINES_PER_BLOCK:
-                yield pa.table({"line": numbers, "text": lines})
+                yield _lines_table(numbers, lines)
                 numbers, lines = [], []
         if lines:
-            yield pa.table({"line": numbers, "text": lines})
+            yield _lines_table(numbers, lines)
+
+
+def _lines_table(numbers: list[int], lines: list[bytes]) -> pa.Table:
+    """Lines as bytes (a line that is not UTF-8 must reach the parser, which fails that row alone)."""
+    return pa.table({"line": numbers, "text": pa.array(lines, pa.binary())})
 
 
 def read_dataset(path: Path) -> ray.data.Dataset:
@@ -102,7 +105,9 @@ def _arrow_files(path: Path) -> list[str]:
     return [str(Path(entry["filename"]).resolve()) for entry in loaded.cache_files]
 
 
-def iter_blocks(path: Path, block_rows: int, limit: int | None = None) -> Iterator[tuple[int, list[SeedRow]]]:
+def iter_blocks(
+    path: Path, block_rows: int, limit: int | None = None, max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
+) -> Iterator[tuple[int, list[SeedRow]]]:
     """``(first row index, rows)`` for consecutive blocks of ``block_rows`` rows (the last may be shorter)."""
     dataset = read_dataset(path)
     if limit is not None:
@@ -115,8 +120,11 @@ def iter_blocks(path: Path, block_rows: int, limit: int | None = None) -> Iterat
         if jsonl:
             columns = batch.to_pydict()
             lines = zip(columns["line"], columns["text"], strict=True)
-            rows = [parse_jsonl_line(f"{path}:{number}", text) for number, text in lines]
+            rows = [parse_jsonl_bytes(f"{path}:{number}", raw, max_field_bytes) for number, raw in lines]
         else:
-            rows = [SeedRow(f"{path}:row {next(numbers)}", data) for data in batch.to_pylist()]
+            rows = [
+                sized(SeedRow(f"{path}:row {next(numbers)}", data), max_field_bytes)
+                for data in batch.to_pylist()
+            ]
         yield start, rows
         start += len(rows)

@@ -3,6 +3,10 @@
 One string selects a backend so that configs, CLI flags (``--model judge=openai:gpt-4o``) and provenance
 records all speak the same language; options (concurrency, retries, sampling) travel separately in
 :class:`~synth.models.managed.ClientOptions`, never inside the string.
+
+A base URL may carry credentials (``http://user:PASSWORD@host/v1``). They are used for the HTTP call only:
+``str(spec)``, the form every config, log, record, card and cache key gets, has them replaced by ``***``
+(:func:`public_spec`), and a spec that still reads ``***`` is refused rather than sent.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from urllib.parse import parse_qsl, urlsplit
 from pydantic import BaseModel, ConfigDict
 
 from synth.errors import ModelSpecError
+from synth.logs import REDACTED, redact_urls
 from synth.models.managed import ClientOptions, ManagedClient
 
 Backend = Literal["openai", "local", "replay"]
@@ -34,7 +39,8 @@ ACCEPTED_FORMS = (
 
 
 class ModelSpec(BaseModel):
-    """A parsed spec. ``str(spec)`` gives the canonical spec string back (used in provenance)."""
+    """A parsed spec. ``str(spec)`` gives the canonical spec string back, credentials redacted (used in
+    provenance); ``base_url`` keeps the real URL for the HTTP client."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -47,7 +53,7 @@ class ModelSpec(BaseModel):
 
     def __str__(self) -> str:
         if self.backend == "openai":
-            where = f"@{self.base_url}" if self.base_url else ""
+            where = f"@{redact_urls(self.base_url)}" if self.base_url else ""
             query = f"?logprobs={self.logprobs}" if self.logprobs else ""
             return f"openai:{self.model}{where}{query}"
         if self.backend == "replay":
@@ -56,7 +62,14 @@ class ModelSpec(BaseModel):
 
 
 def _bad(spec: str, why: str) -> ModelSpecError:
-    return ModelSpecError(f"Bad model spec {spec!r}: {why}.\nAccepted forms:\n  {ACCEPTED_FORMS}")
+    return ModelSpecError(
+        f"Bad model spec {redact_urls(spec)!r}: {why}.\nAccepted forms:\n  {ACCEPTED_FORMS}"
+    )
+
+
+def public_spec(spec: str) -> str:
+    """``spec`` as it may be written anywhere: parsed and printed back, URL credentials as ``***``."""
+    return str(parse_spec(spec))
 
 
 def _looks_like_path(value: str) -> bool:
@@ -73,7 +86,11 @@ def _logprobs_option(spec: str, query: str) -> LogprobsMode | None:
         raise _bad(spec, f"the options after '?' must look like logprobs=vllm, not {query!r}") from None
     unknown = sorted(set(options) - {"logprobs"})
     if unknown:
-        raise _bad(spec, f"unknown option {', '.join(unknown)} after '?' (known: logprobs)")
+        raise _bad(
+            spec,
+            f"unknown option {', '.join(unknown)} after '?' (known: logprobs; an API key goes in an "
+            "environment variable named by --api-key-env, never in the spec)",
+        )
     mode = options["logprobs"]
     if mode not in LOGPROBS_MODES:
         raise _bad(spec, f"logprobs={mode} is not supported; use logprobs=vllm")
@@ -109,8 +126,15 @@ def parse_spec(spec: str) -> ModelSpec:
         if not model:
             raise _bad(spec, "the model name is empty")
         if base_url is not None:
-            if not urlsplit(base_url).hostname:
+            parts = urlsplit(base_url)
+            if not parts.hostname:
                 raise _bad(spec, "the base URL has no host")
+            if parts.password == REDACTED or parts.username == REDACTED:
+                raise _bad(
+                    spec,
+                    "its credentials read *** (a redacted copy from a run folder or card): pass the real "
+                    "URL with --model, or put the key in an environment variable (--api-key-env)",
+                )
             base_url = base_url.rstrip("/")
         return ModelSpec(backend="openai", model=model, base_url=base_url, logprobs=logprobs)
     if backend == "local":

@@ -22,6 +22,7 @@ import yaml
 
 from synth.errors import RunFolderError
 from synth.logs import read_events
+from synth.outputs import OutputKind, check_output_folder
 from synth.report.charts import ChartWriter
 from synth.report.model import RunContext, SectionView
 from synth.report.sections import sections_for
@@ -32,6 +33,12 @@ REPORT_DIR = "report"
 LOG_FILE = "log.jsonl"
 #: Written into every page: what marks a folder as a report that a new one may replace.
 GENERATOR_MARK = '<meta name="generator" content="synth report">'
+REPORT = OutputKind(
+    "synth report",
+    "index.html",
+    GENERATOR_MARK,
+    owns=lambda entry: entry.is_file() and (entry.name == "index.html" or entry.suffix == ".png"),
+)
 
 
 @dataclass
@@ -105,21 +112,8 @@ def write_report(run_dir: Path | str, out: Path | str | None = None) -> ReportRe
 
 def check_target(target: Path, run_folder: Path) -> None:
     """Refuse to replace anything but an earlier report: ``--out`` pointing at a run or a data folder
-    must never delete it."""
-    if run_folder.resolve().is_relative_to(target.resolve()):
-        raise RunFolderError(
-            f"--out {target} holds the run folder itself; pass a folder for the report only."
-        )
-    if not target.exists():
-        return
-    names = {p.name for p in target.iterdir()} if target.is_dir() else {""}
-    marker = target / "index.html"
-    ours = marker.is_file() and GENERATOR_MARK in marker.read_text(encoding="utf-8", errors="replace")
-    if names and (not ours or any(n != "index.html" and not n.endswith(".png") for n in names)):
-        raise RunFolderError(
-            f"{target} exists and is not a synth report (only index.html and PNG charts are replaced); "
-            "pass another --out, or remove it first."
-        )
+    must never delete it (the rule every output folder shares: :mod:`synth.outputs`)."""
+    check_output_folder(REPORT, target, run_folder)
 
 
 def _name_anchors(views: list[SectionView]) -> None:

@@ -10,6 +10,9 @@ START, END = "START", "END"
 #: Names every template and condition may use besides seed fields and node names.
 BUILTIN_NAMES = frozenset({"seed", "round", "history", "visits"})
 FANOUT_NAMES = frozenset({"item", "index"})
+#: Default limit on a spec's nodes (``max_nodes:`` in the spec raises it); edges: EDGES_PER_NODE x that.
+MAX_NODES = 1000
+EDGES_PER_NODE = 4
 
 
 class _Strict(BaseModel):
@@ -76,6 +79,8 @@ class GraphSpec(_Strict):
     nodes: dict[str, NodeSpec] = Field(min_length=1)
     edges: list[EdgeSpec] = Field(min_length=1)
     exports: ExportsSpec = ExportsSpec()
+    #: Largest graph the spec may describe (nodes; edges up to 4x this). Default: ``MAX_NODES``.
+    max_nodes: int | None = Field(default=None, ge=1)
 
     @field_validator("version", mode="before")
     @classmethod

@@ -7,6 +7,7 @@ are refused before anything runs.
 
 from __future__ import annotations
 
+import functools
 from functools import lru_cache
 from typing import Any
 
@@ -29,7 +30,14 @@ def render(source: str, variables: dict[str, Any]) -> str:
 
 
 def template_names(source: str) -> set[str]:
-    """Variables the template reads from its context; raises ValueError for refused constructs."""
+    """Variables the template reads from its context; raises ValueError for refused constructs.
+
+    Cached by text: a spec's check asks once per node that runs a role, and 10k nodes may share a role."""
+    return set(_template_names(source))
+
+
+@functools.lru_cache(maxsize=1024)
+def _template_names(source: str) -> frozenset[str]:
     try:
         tree = SANDBOX.parse(source)
     except jinja2.TemplateSyntaxError as exc:
@@ -40,7 +48,7 @@ def template_names(source: str) -> set[str]:
             raise ValueError(f"template uses {name!r}: names and attributes starting with _ are not allowed")
         if isinstance(node, nodes.Filter) and node.name == "attr":
             raise ValueError("template uses the attr filter, which is not allowed in graph specs")
-    return set(meta.find_undeclared_variables(tree))
+    return frozenset(meta.find_undeclared_variables(tree))
 
 
 def _refused(node: nodes.Node) -> str:
