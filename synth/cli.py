@@ -89,6 +89,10 @@ def run(
     backoff: Annotated[
         float, typer.Option(help="First retry backoff in seconds (doubles per retry, jittered).")
     ] = 0.5,
+    max_reply_bytes: Annotated[
+        int | None,
+        typer.Option(help="Largest model reply in bytes (default 8000000); a larger one fails its call."),
+    ] = None,
     api_key_env: Annotated[
         str | None, typer.Option(help="Env var holding the API key (default OPENAI_API_KEY).")
     ] = None,
@@ -144,6 +148,7 @@ def run(
         timeout=timeout,
         retries=retries,
         backoff=backoff,
+        **({} if max_reply_bytes is None else {"max_reply_bytes": max_reply_bytes}),
         api_key_env=api_key_env,
         force=force,
         new=new,

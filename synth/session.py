@@ -33,6 +33,7 @@ from synth.errors import RunFolderError, SynthError
 from synth.graph import ModelSet, SynthGraph
 from synth.inputs import count_rows, read_rows
 from synth.logs import RunLog, error_kind
+from synth.models.reply_guard import DEFAULT_MAX_REPLY_BYTES
 from synth.registry import available, load_graph
 from synth.runner import Runner, RunSummary, run_fingerprint
 from synth.store import RunStore, open_locked
@@ -59,6 +60,7 @@ class RunRequest(BaseModel):
     timeout: float = 120.0
     retries: int = 5
     backoff: float = 0.5
+    max_reply_bytes: int = Field(default=DEFAULT_MAX_REPLY_BYTES, ge=1)
     api_key_env: str | None = None
     force: bool = False
     new: bool = False
@@ -111,6 +113,7 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
         timeout_s=request.timeout,
         max_retries=request.retries,
         backoff_base_s=request.backoff,
+        max_reply_bytes=request.max_reply_bytes,
         adaptive=request.adaptive,
         api_key_env=request.api_key_env,
     )

@@ -46,6 +46,7 @@ from synth.models.policy import (
     is_retryable,
     retry_after_s,
 )
+from synth.models.reply_guard import reply_fault
 from synth.recording import SAMPLE_KEY
 
 __all__ = [
@@ -173,9 +174,13 @@ class ManagedClient(ChatCompletionClient):
                 sem.on_success(latency)
             return result, latency
         except Exception as exc:
-            self._error(exc)
-            if isinstance(sem, AdaptiveLimit) and is_overload(exc):
+            fault = reply_fault(exc)  # an SDK may wrap a reply fault in a "Connection error."
+            failure = fault if fault is not None else exc
+            self._error(failure)
+            if isinstance(sem, AdaptiveLimit) and is_overload(failure):
                 sem.on_overload()
+            if failure is not exc:
+                raise failure from None
             raise
         finally:
             if not (ok and keep_slot):
