@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Any
 
 from autogen_core.models import CreateResult, LLMMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+
+from synth.recording import schema_error
 
 #: The seed row a call is made for; the runner sets it per row (asyncio tasks inherit it).
 CALL_SCOPE: contextvars.ContextVar[str] = contextvars.ContextVar("synth_call_scope", default="")
@@ -89,15 +91,7 @@ def _json_output(json_output: bool | type[BaseModel] | None) -> Any:
 def reply_validates(result: CreateResult, json_output: bool | type[BaseModel] | None) -> bool:
     """Whether ``result`` parses as the schema it was asked for, the check an AutoGen agent applies to it
     (free text, JSON mode and tool calls always do)."""
-    if not (isinstance(json_output, type) and issubclass(json_output, BaseModel)):
-        return True
-    if not isinstance(result.content, str):
-        return True
-    try:
-        json_output.model_validate_json(result.content)
-    except ValidationError:
-        return False
-    return True
+    return schema_error(result, json_output) is None
 
 
 def _tool(tool: Any) -> Any:
