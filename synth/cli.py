@@ -115,6 +115,12 @@ def run(
     trace: Annotated[
         bool, typer.Option(help="Print each row's node events live (role outputs, tokens, seconds).")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option(help="Also print library warnings and tracebacks (always in log.jsonl).")
+    ] = False,
+    fail_on_error: Annotated[
+        bool, typer.Option(help="Exit with status 3 when some rows failed (default: 0 if any row succeeded).")
+    ] = False,
     executor: Annotated[
         Executor, typer.Option(help="asyncio (this process) or ray (blocks on Ray actors; docs/ray.md).")
     ] = Executor.asyncio,
@@ -162,11 +168,22 @@ def run(
         ray_block_rows=ray_block_rows,
         ray_actors=ray_actors,
     )
-    summary, folder = asyncio.run(run_session(request, console))
+    from synth import console as terminal
+
+    with terminal.terminal_library_logs(verbose):
+        try:
+            summary, folder = asyncio.run(run_session(request, console))
+        except KeyboardInterrupt:
+            terminal.print_interrupted(console, out)
+            raise typer.Exit(terminal.EXIT_INTERRUPTED) from None
     console.print(
         f"[bold]{folder}[/]: wrote {summary.written} ({dict(summary.counts)}), skipped {summary.skipped} "
         f"already done, {summary.usage.total_tokens} tokens in {summary.elapsed_s:.1f}s"
     )
+    terminal.print_failure_summary(console, folder, terminal.failures_since_last_start(folder / "log.jsonl"))
+    status = terminal.exit_status(summary.counts, fail_on_error=fail_on_error)
+    if status:
+        raise typer.Exit(status)
 
 
 app.command("export")(export_command)

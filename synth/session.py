@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.text import Text
 
 from synth.cache import CallCache
+from synth.console import FailureLines, route_library_logs
 from synth.errors import RunFolderError, SynthError
 from synth.graph import ModelSet, SynthGraph
 from synth.inputs import count_rows, read_rows
@@ -171,6 +172,7 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
         with contextlib.ExitStack() as stack:
             store = open_locked(folder, stack)
             log = stack.enter_context(RunLog(folder / LOG_FILE, api_key_env=request.api_key_env))
+            stack.enter_context(route_library_logs(log))  # library tracebacks: log.jsonl, not the terminal
             try:
                 if store.read_fingerprint() not in (None, fingerprint):
                     _reset(store)
@@ -322,18 +324,21 @@ class _RunProgress:
         self.counts: dict[str, Any] = {"ok": 0, "failed": 0, "filtered": 0, "tokens": 0}
         self.task = progress.add_task(description, total=total, **self.counts)
         self._last = 0.0
+        self.failures = FailureLines(progress.console)
 
     def on_record(self, trajectory: Trajectory) -> None:
         self.counts[trajectory.status] += 1
         self.counts["tokens"] += trajectory.usage.total_tokens
         if trajectory.status == "failed":
+            kind = error_kind(trajectory.error, trajectory.source)
             self.log.event(
                 "row_failed",
                 id=trajectory.id,
                 source=trajectory.source,
-                kind=error_kind(trajectory.error, trajectory.source),
+                kind=kind,
                 error=(trajectory.error or "")[:1000],
             )
+            self.failures.add(kind, trajectory.source or trajectory.id, trajectory.error or "")
         self.progress.advance(self.task)
         # Rich redraws ~10 times a second; refreshing its fields on every row would cost CPU at 300 rows/s.
         now = time.monotonic()
