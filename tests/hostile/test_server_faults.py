@@ -57,8 +57,8 @@ async def test_garbage_200_is_retried_like_a_5xx(openai_server: OpenAIServer, ki
     [
         ("empty", "server returned HTTP 200 with an empty body"),
         ("html", "server returned HTTP 200 with a body that is not JSON (content-type text/html"),
-        ("no_choices", "server returned HTTP 200 with no choices (body starts: '{\"id\": \"chatcmpl-0\""),
-        ("error_200", "server returned HTTP 200 with an error instead of choices (body starts: '{\"error\""),
+        ("no_choices", 'server returned HTTP 200 with no choices (body starts: \'{"id": "chatcmpl-0"'),
+        ("error_200", 'server returned HTTP 200 with an error instead of choices (body starts: \'{"error"'),
     ],
 )
 async def test_garbage_200_names_what_came_back_when_retries_run_out(
