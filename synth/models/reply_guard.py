@@ -22,7 +22,9 @@ is not this module's business: ``ManagedClient``'s per-call deadline covers the 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Any
 
 import httpx2
@@ -77,7 +79,7 @@ def garbage_reason(body: bytes, content_type: str) -> str | None:
     return f"server returned HTTP 200 with no choices (body starts: {preview!r})"
 
 
-class _CappedStream(httpx2.AsyncByteStream):
+class _Capped:
     """The response's byte stream, failing once more than ``limit`` bytes have arrived."""
 
     def __init__(self, inner: Any, limit: int, request: Any) -> None:
@@ -95,17 +97,30 @@ class _CappedStream(httpx2.AsyncByteStream):
         await self._inner.aclose()
 
 
+@lru_cache(maxsize=4)
+def _capped_type(byte_stream: type) -> type:
+    """:class:`_Capped` as a subclass of the response library's ``AsyncByteStream`` (httpx2 for the SDK's
+    own client, httpx for a legacy client a user passes): each checks the type of ``response.stream``."""
+    return type("CappedStream", (_Capped, byte_stream), {})
+
+
+def _capped(response: Any, limit: int) -> Any:
+    library = sys.modules.get(type(response).__module__.split(".")[0], httpx2)
+    base = getattr(library, "AsyncByteStream", httpx2.AsyncByteStream)
+    return _capped_type(base)(response.stream, limit, response.request)
+
+
 def reply_guard(max_reply_bytes: int) -> Any:
     """The response hook: caps every completion body, and checks that a non-streamed 200 is a completion."""
 
-    async def check(response: httpx2.Response) -> None:
+    async def check(response: Any) -> None:
         request = response.request
         if not request.url.path.endswith("/completions"):
             return
         length = response.headers.get("content-length", "")
         if length.isdigit() and int(length) > max_reply_bytes:
             raise ReplyTooLargeError(too_large(request.url, max_reply_bytes, int(length)), request)
-        response.stream = _CappedStream(response.stream, max_reply_bytes, request)
+        response.stream = _capped(response, max_reply_bytes)
         content_type = response.headers.get("content-type", "")
         if response.status_code != 200 or "event-stream" in content_type:
             return  # error statuses are the SDK's to map; streams are checked chunk by chunk by the SDK

@@ -109,3 +109,25 @@ async def test_a_drip_fed_reply_hits_the_per_call_timeout(openai_server: OpenAIS
         await client.create(MESSAGES)
     assert time.perf_counter() - started < 3.0
     assert client.stats().attempts == 2 and openai_server.stats()["by_outcome"].get("drip") == 2
+
+
+@pytest.mark.parametrize("transport", ["aiohttp (openai.DefaultAioHttpClient)", "legacy httpx + aiohttp"])
+async def test_the_guard_holds_on_other_http_transports(openai_server: OpenAIServer, transport: str) -> None:
+    """The checks sit in an httpx response hook, so they follow the client whatever its transport."""
+    import httpx_aiohttp
+    import openai
+
+    http = (
+        openai.DefaultAioHttpClient()
+        if transport.startswith("aiohttp")
+        else httpx_aiohttp.HttpxAiohttpClient()
+    )
+    client = managed(openai_server, max_reply_bytes=100_000, backend_options={"http_client": http})
+    openai_server.script("Paris")
+    openai_server.set_faults(fail_first=1, fail_first_with="html")
+    assert (await client.create(MESSAGES)).content == "Paris"
+    assert client.stats().errors == {"GarbageReplyError": 1}
+    openai_server.script("word " * 100_000)
+    with pytest.raises(ReplyTooLargeError):
+        async for _ in client.create_stream(MESSAGES):
+            pass
