@@ -7,15 +7,20 @@ error that says what came back and which limit or flag applies.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from autogen_core.models import UserMessage
 
 from synth.models import ClientOptions, ManagedClient, make_client
 from synth.models.reply_guard import GarbageReplyError, ReplyTooLargeError
-from synth.testing.openai_server import OpenAIServer
+from synth.session import RunRequest, run_session
+from synth.testing.graphs import echo_responder
+from synth.testing.openai_server import OpenAIServer, build_parser
 from synth.testing.replies import GARBAGE_KINDS, Reply
 
 MESSAGES = [UserMessage(content="What is the capital of France?", source="user")]
@@ -131,3 +136,32 @@ async def test_the_guard_holds_on_other_http_transports(openai_server: OpenAISer
     with pytest.raises(ReplyTooLargeError):
         async for _ in client.create_stream(MESSAGES):
             pass
+
+
+def test_a_run_through_garbage_200s_and_drips_loses_no_row(tmp_path: Path) -> None:
+    """Before the fix each garbage 200 failed its row on the first attempt."""
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(60)))
+    with OpenAIServer(echo_responder) as server:
+        server.set_faults(garbage_200=0.25, drip=0.05, drip_interval_s=0.001, drip_bytes=64, seed=5)
+        request = RunRequest(
+            graph="synth.testing.graphs:ECHO",
+            input=seeds,
+            out=tmp_path / "run",
+            models={"default": f"openai:m@{server.base_url}"},
+            concurrency=8,
+            retries=6,
+            backoff=0.001,
+        )
+        summary, _ = asyncio.run(run_session(request))
+        outcomes = server.stats()["by_outcome"]
+    assert summary.counts == {"ok": 60}
+    assert all(outcomes.get(kind, 0) > 0 for kind in (*GARBAGE_KINDS, "drip")), outcomes
+    errors = next(iter(summary.clients.values()))["errors"]
+    assert errors == {"GarbageReplyError": sum(outcomes[k] for k in GARBAGE_KINDS)}
+
+
+def test_process_mode_server_takes_the_new_fault_flags() -> None:
+    args = build_parser().parse_args(["--garbage-200", "0.1", "--drip", "0.05", "--drip-interval-s", "0.2"])
+    assert (args.faults_garbage_200, args.faults_drip, args.faults_drip_interval_s) == (0.1, 0.05, 0.2)
+
