@@ -115,12 +115,6 @@ def run(
     trace: Annotated[
         bool, typer.Option(help="Print each row's node events live (role outputs, tokens, seconds).")
     ] = False,
-    verbose: Annotated[
-        bool, typer.Option(help="Also print library warnings and tracebacks (always in log.jsonl).")
-    ] = False,
-    fail_on_error: Annotated[
-        bool, typer.Option(help="Exit with status 3 when some rows failed (default: 0 if any row succeeded).")
-    ] = False,
     executor: Annotated[
         Executor, typer.Option(help="asyncio (this process) or ray (blocks on Ray actors; docs/ray.md).")
     ] = Executor.asyncio,
@@ -133,6 +127,12 @@ def run(
     ray_actors: Annotated[
         int, typer.Option(help="Ray actors; each runs one block at a time, --concurrency rows in flight.")
     ] = 2,
+    verbose: Annotated[
+        bool, typer.Option(help="Also print library warnings and tracebacks (always in log.jsonl).")
+    ] = False,
+    fail_on_error: Annotated[
+        bool, typer.Option(help="Exit with status 3 when some rows failed (default: 0 if any row succeeded).")
+    ] = False,
 ) -> None:
     """Run GRAPH over the input rows into a run folder; re-running the same command resumes.
 
