@@ -243,79 +243,67 @@ async def _logprob_verdict(client: Any, task: dict[str, Any], first: str, second
 async def _run_debate(
     models: ModelSet, state: CoEvolState
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Step | None]:
-    """Two debate rounds as one AutoGen team: defender, critic, defender, critic."""
+    """Two debate rounds as one AutoGen team: defender, critic, defender, critic.
+
+    Each debater's calls go through its own :class:`CallRecorder`, which gives a malformed turn the same
+    one repair turn as any role. A turn that still fails stops the team; it is blamed on the debater that
+    made it, with that debater's raw text. Returns the finished turns' steps, the arguments, and the
+    failed step (or None).
+    """
     inputs = {**_task(state["seed"]), "response": state["response"]}
     debaters: list[tuple[Role, str]] = [(POSITIVE_DEBATER, "defender"), (CRITICAL_DEBATER, "critic")]
-    recorders: dict[str, CallRecorder] = {}
-    agents = []
-    for role, speaker in debaters:
-        recorders[speaker] = CallRecorder(models.for_role(role.name), sampling=role.sampling)
-        agents.append(role.agent(recorders[speaker], role.render(round=1, **inputs)[0], agent_name=speaker))
+    recorders = {
+        speaker: CallRecorder(models.for_role(role.name), sampling=role.sampling)
+        for role, speaker in debaters
+    }
+    agents = [
+        role.agent(recorders[speaker], role.render(round=1, **inputs)[0], agent_name=speaker)
+        for role, speaker in debaters
+    ]
     team = RoundRobinGroupChat(
         agents, max_turns=2, custom_message_types=[StructuredMessage[POSITIVE_DEBATER.output]]
     )  # type: ignore[name-defined]
-    messages: list[Any] = []
+    error: Exception | None = None
     try:
         for round_number in (1, 2):
-            result = await team.run(task=POSITIVE_DEBATER.render(round=round_number, **inputs)[1])
-            messages += [m for m in result.messages if m.source != "user"]
-    except Exception as exc:  # a debater's reply failed validation or the backend failed
-        speaker = "critic" if len(messages) % 2 else "defender"
-        role = dict((s, r) for r, s in debaters)[speaker]
-        step = _debate_step(role, recorders[speaker], len(messages) // 2, inputs, None)
-        step.ok, step.error_reason, step.error = False, "debate", f"{type(exc).__name__}: {str(exc)[:600]}"
-        return _turn_steps(messages, recorders, debaters, inputs), [], step
-    turns = [
-        {"speaker": m.source, "argument": m.content.argument}
-        for m in messages
-        if isinstance(m, StructuredMessage)
-    ]
-    return _turn_steps(messages, recorders, debaters, inputs), turns, None
+            await team.run(task=POSITIVE_DEBATER.render(round=round_number, **inputs)[1])
+    except Exception as exc:  # a turn failed validation after its repair, or the backend failed
+        error = exc
+    steps, speakers = _turn_steps(debaters, recorders, inputs)
+    if error is None:
+        pairs = zip(speakers, steps, strict=True)
+        turns = [{"speaker": who, "argument": (s.output or {})["argument"]} for who, s in pairs]
+        return [s.as_state() for s in steps], turns, None
+    if steps and not steps[-1].ok:  # the team stops at the first failed turn: it is the last one
+        return [s.as_state() for s in steps[:-1]], [], steps[-1]
+    # The team failed outside a model call: blame the debater whose turn was next.
+    role, speaker = debaters[len(steps) % 2]
+    failed_step = role.step([], node="debate", inputs=inputs, model=recorders[speaker].spec, error=error)
+    failed_step.meta = {"turn": len(steps) // 2 + 1}
+    return [s.as_state() for s in steps], [], failed_step
 
 
 def _turn_steps(
-    messages: list[Any],
-    recorders: dict[str, CallRecorder],
-    debaters: list[tuple[Role, str]],
-    inputs: dict[str, Any],
-) -> list[dict[str, Any]]:
-    roles = {speaker: role for role, speaker in debaters}
-    seen: dict[str, int] = {}
-    steps = []
-    for message in messages:
-        index = seen.get(message.source, 0)
-        seen[message.source] = index + 1
-        output = message.content.model_dump(mode="json") if isinstance(message, StructuredMessage) else None
-        steps.append(
-            _debate_step(roles[message.source], recorders[message.source], index, inputs, output).as_state()
-        )
-    return steps
-
-
-def _debate_step(
-    role: Role, recorder: CallRecorder, index: int, inputs: dict[str, Any], output: dict[str, Any] | None
-) -> Step:
-    result = recorder.results[index] if index < len(recorder.results) else None
-    raw = result.content if result and isinstance(result.content, str) else ""
-    request = recorder.requests[index] if index < len(recorder.requests) else []
-    return Step(
-        role=role.name,
-        node="debate",
-        inputs=inputs,
-        output=output,
-        raw=raw,
-        messages=[*request, {"role": "assistant", "content": raw}] if result else request,
-        model=recorder.spec,
-        template_hash=role.template_hash,
-        usage=Usage(
-            prompt_tokens=result.usage.prompt_tokens if result else 0,
-            completion_tokens=result.usage.completion_tokens if result else 0,
-            calls=1 if result else 0,
-            cached_calls=int(bool(result and result.cached)),
-        ),
-        latency_s=recorder.latencies[index] if index < len(recorder.latencies) else 0.0,
-        meta={"turn": index + 1},
+    debaters: list[tuple[Role, str]], recorders: dict[str, CallRecorder], inputs: dict[str, Any]
+) -> tuple[list[Step], list[str]]:
+    """One Step per debate turn in speaking order (``meta.turn`` = the debater's round), and the speakers."""
+    calls = sorted(
+        (turn.started, index, role, speaker, turn)
+        for role, speaker in debaters
+        for index, turn in enumerate(recorders[speaker].turns)
     )
+    steps, speakers = [], []
+    for _, index, role, speaker, turn in calls:
+        assert role.output is not None
+        output = role.output.model_validate_json(turn.raw).model_dump(mode="json") if turn.ok else None
+        error = None if turn.ok else (turn.error or turn.invalid or ValueError("no reply"))
+        step = role.step(
+            [turn], node="debate", inputs=inputs, model=recorders[speaker].spec, output=output, error=error
+        )
+        step.meta = {"turn": index + 1}
+        steps.append(step)
+        speakers.append(speaker)
+    return steps, speakers
 
 
 def to_trajectory(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,11 +13,15 @@ seed row the call is made for (its content key plus occurrence number, set by th
 rows silently, and a cache shared across them would do exactly that on a re-run. It leaves the graph
 fingerprint out, so a reconfigured run (``--force``) still reuses the calls whose requests did not change.
 
-Only successful results are stored; an error is never cached. Storage is ``calls.sqlite`` (WAL) in the run
-folder. Lookups are primary-key reads on the caller's thread (microseconds; a miss costs far less than the
-call it precedes). Writes go to one background thread that commits whatever has queued up in one
-transaction, so the event loop never waits on the disk and a burst of finished calls costs one commit; a
-result is visible to lookups from the moment it is queued.
+Only successful results are stored: an error is never cached, and neither is a reply that does not
+validate against the output schema it was asked for (``json_output``) — a repair turn or a
+``--retry-failed`` must reach the model again, not replay the bad answer. A stored reply that does not
+validate (a cache written by an older version) is dropped on lookup and counts as a miss.
+
+Storage is ``calls.sqlite`` (WAL) in the run folder. Lookups are primary-key reads on the caller's thread
+(microseconds; a miss costs far less than the call it precedes). Writes go to one background thread that
+commits whatever has queued up in one transaction, so the event loop never waits on the disk and a burst
+of finished calls costs one commit; a result is visible to lookups from the moment it is queued.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from typing import Any
 
 from autogen_core.models import CreateResult, LLMMessage
 from pydantic import BaseModel
+
+from synth.recording import schema_error
 
 #: The seed row a call is made for; the runner sets it per row (asyncio tasks inherit it).
 CALL_SCOPE: contextvars.ContextVar[str] = contextvars.ContextVar("synth_call_scope", default="")
@@ -80,6 +86,12 @@ def _json_output(json_output: bool | type[BaseModel] | None) -> Any:
     if isinstance(json_output, type) and issubclass(json_output, BaseModel):
         return {"schema": _schema_of(json_output)}
     return json_output
+
+
+def reply_validates(result: CreateResult, json_output: bool | type[BaseModel] | None) -> bool:
+    """Whether ``result`` parses as the schema it was asked for, the check an AutoGen agent applies to it
+    (free text, JSON mode and tool calls always do)."""
+    return schema_error(result, json_output) is None
 
 
 def _tool(tool: Any) -> Any:
@@ -143,7 +155,8 @@ class CallCache:
         self._read = self._connect()
         self._read.executescript(SCHEMA)
         self._lock = threading.Lock()
-        self._pending: dict[str, str] = {}
+        #: Queued writes, visible to lookups before they commit; None = a queued delete.
+        self._pending: dict[str, str | None] = {}
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._hits = self._misses = self._writes = 0
         self._error: BaseException | None = None
@@ -162,8 +175,9 @@ class CallCache:
     # -- raw access -------------------------------------------------------------------------------------
     def get(self, key: str) -> str | None:
         with self._lock:
-            value = self._pending.get(key)
-            if value is None:
+            if key in self._pending:
+                value = self._pending[key]
+            else:
                 row = self._read.execute("SELECT value FROM calls WHERE key = ?", (key,)).fetchone()
                 value = row[0] if row else None
             if value is None:
@@ -179,6 +193,14 @@ class CallCache:
             self._pending[key] = value
         self._queue.put((key, kind, value))
 
+    def discard(self, key: str) -> None:
+        """Forget ``key`` (a stored reply found unusable): lookups miss from now on, the row is deleted."""
+        if self._error is not None:
+            return
+        with self._lock:
+            self._pending[key] = None
+        self._queue.put((key, "", None))
+
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(hits=self._hits, misses=self._misses, writes=self._writes)
@@ -189,12 +211,21 @@ class CallCache:
             return int(self._read.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
 
     # -- typed access -----------------------------------------------------------------------------------
-    def get_result(self, key: str) -> CreateResult | None:
-        """The stored result marked ``cached=True``, or None."""
+    def get_result(
+        self, key: str, json_output: bool | type[BaseModel] | None = None
+    ) -> CreateResult | None:
+        """The stored result marked ``cached=True``, or None; a result that does not validate against
+        ``json_output`` is discarded and counts as a miss (see the module doc)."""
         value = self.get(key)
         if value is None:
             return None
-        return CreateResult.model_validate_json(value).model_copy(update={"cached": True})
+        result = CreateResult.model_validate_json(value)
+        if not reply_validates(result, json_output):
+            self.discard(key)
+            with self._lock:
+                self._hits, self._misses = self._hits - 1, self._misses + 1
+            return None
+        return result.model_copy(update={"cached": True})
 
     def put_result(self, key: str, result: CreateResult) -> None:
         self.put(key, "create", result.model_dump_json())
@@ -215,7 +246,7 @@ class CallCache:
                 item = self._queue.get()
                 if isinstance(item, tuple):  # let a burst of finished calls share one wake-up and commit
                     time.sleep(COALESCE_S)
-                batch: list[tuple[str, str, str]] = []
+                batch: list[tuple[str, str, str | None]] = []
                 flushes: list[threading.Event] = []
                 while True:
                     if item is _STOP:
@@ -237,14 +268,19 @@ class CallCache:
         finally:
             db.close()
 
-    def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, str, str]]) -> None:
+    def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, str, str | None]]) -> None:
         now = time.time()
+        insert = "INSERT OR REPLACE INTO calls (key, kind, value, created_at) VALUES (?, ?, ?, ?)"
         try:
             db.execute("BEGIN")
-            db.executemany(
-                "INSERT OR REPLACE INTO calls (key, kind, value, created_at) VALUES (?, ?, ?, ?)",
-                [(key, kind, value, now) for key, kind, value in batch],
-            )
+            if all(value is not None for _, _, value in batch):  # the common case: one statement
+                db.executemany(insert, [(key, kind, value, now) for key, kind, value in batch])
+            else:  # a delete and a later write of the same key must apply in order
+                for key, kind, value in batch:
+                    if value is None:
+                        db.execute("DELETE FROM calls WHERE key = ?", (key,))
+                    else:
+                        db.execute(insert, (key, kind, value, now))
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -253,7 +289,7 @@ class CallCache:
         with self._lock:
             self._writes += len(batch)
             for key, _, value in batch:
-                if self._pending.get(key) is value:
+                if key in self._pending and self._pending[key] is value:
                     del self._pending[key]
 
     def flush(self, timeout: float = 30.0) -> None:

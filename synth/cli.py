@@ -98,6 +98,10 @@ def run(
         int,
         typer.Option(min=1, help="Largest input field in bytes; a row with a larger one fails, naming it."),
     ] = DEFAULT_MAX_FIELD_BYTES,
+    max_reply_bytes: Annotated[
+        int | None,
+        typer.Option(help="Largest model reply in bytes (default 8000000); a larger one fails its call."),
+    ] = None,
     api_key_env: Annotated[
         str | None, typer.Option(help="Env var holding the API key (default OPENAI_API_KEY).")
     ] = None,
@@ -144,6 +148,12 @@ def run(
         int,
         typer.Option(min=1, help="Ray actors; each runs one block at a time, --concurrency rows in flight."),
     ] = 2,
+    verbose: Annotated[
+        bool, typer.Option(help="Also print library warnings and tracebacks (always in log.jsonl).")
+    ] = False,
+    fail_on_error: Annotated[
+        bool, typer.Option(help="Exit with status 3 when some rows failed (default: 0 if any row succeeded).")
+    ] = False,
 ) -> None:
     """Run GRAPH over the input rows into a run folder; re-running the same command resumes.
 
@@ -166,6 +176,7 @@ def run(
         retries=retries,
         backoff=backoff,
         max_field_bytes=max_field_bytes,
+        **({} if max_reply_bytes is None else {"max_reply_bytes": max_reply_bytes}),
         api_key_env=api_key_env,
         force=force,
         new=new,
@@ -181,11 +192,22 @@ def run(
         ray_block_rows=ray_block_rows,
         ray_actors=ray_actors,
     )
-    summary, folder = asyncio.run(run_session(request, console))
+    from synth import console as terminal
+
+    with terminal.terminal_library_logs(verbose):
+        try:
+            summary, folder = asyncio.run(run_session(request, console))
+        except KeyboardInterrupt:
+            terminal.print_interrupted(console, out)
+            raise typer.Exit(terminal.EXIT_INTERRUPTED) from None
     console.print(
         f"[bold]{folder}[/]: wrote {summary.written} ({dict(summary.counts)}), skipped {summary.skipped} "
         f"already done, {summary.usage.total_tokens} tokens in {summary.elapsed_s:.1f}s"
     )
+    terminal.print_failure_summary(console, folder, terminal.failures_since_last_start(folder / "log.jsonl"))
+    status = terminal.exit_status(summary.counts, fail_on_error=fail_on_error)
+    if status:
+        raise typer.Exit(status)
 
 
 app.command("export")(export_command)

@@ -2,9 +2,11 @@
 
 A :class:`Role` is an immutable value. ``await role.run(client, **inputs)`` renders its templates, runs a
 fresh AutoGen ``AssistantAgent`` (agents keep memory across runs, so one is never shared between rows),
-asks the backend for the output schema, validates the reply, sends one repair turn with the validation
-error when it does not validate, and returns a :class:`~synth.trajectory.Step` either way: a failed step
-keeps the raw text and the reason, so nothing is lost.
+asks the backend for the output schema, validates the reply — the :class:`~synth.recording.CallRecorder`
+under the agent sends one repair turn with the validation error when it does not validate — and returns
+a :class:`~synth.trajectory.Step` either way: a failed step keeps the raw text and the reason, so nothing
+is lost. :meth:`Role.step` builds that Step from recorded turns, for a plain run and for a member of an
+AutoGen team (the CoEvol debate) alike.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from typing import Any
 import jinja2
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage, TextMessage
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from synth.errors import StepError, SynthError
-from synth.recording import CallRecorder
+from synth.recording import CallRecorder, Turn, short_error
 from synth.trajectory import Step, Usage
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
@@ -32,13 +34,6 @@ _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newl
 def _compiled(source: str) -> jinja2.Template:
     """Compile each template once: ``from_string`` re-parses on every call (~0.4 ms, per model call)."""
     return _JINJA.from_string(source)
-
-
-REPAIR_TEMPLATE = (
-    "Your reply did not match the required JSON schema.\n"
-    "Error: {error}\n"
-    "Reply again with only a JSON object that matches this schema:\n{schema}"
-)
 
 
 class TemplateError(SynthError):
@@ -111,50 +106,63 @@ class Role(BaseModel):
         system, user = self.render(**inputs)
         recorder = CallRecorder(client, sampling=self.sampling, sample=sample)
         agent = self.agent(recorder, system)
-        step = Step(
-            role=self.name,
-            node=node or self.name,
-            inputs=_json_safe(inputs),
-            model=recorder.spec,
-            template_hash=self.template_hash,
-        )
         started = time.perf_counter()
+        output: dict[str, Any] | None = None
         error: BaseException | None = None
         try:
             output = await self._ask(agent, user)
         except Exception as exc:
             error = exc
-            output = None
-            if _is_bad_reply(exc, recorder) and recorder.last_finish_reason != "length" and self.output:
-                repair = REPAIR_TEMPLATE.format(error=_short_error(exc), schema=self._schema_text())
-                step.repaired = True
-                try:
-                    output = await self._ask(agent, repair)
-                    error = None
-                except Exception as exc2:
-                    error = exc2
-        step.latency_s = time.perf_counter() - started
-        step.usage = Usage(
-            prompt_tokens=recorder.prompt_tokens,
-            completion_tokens=recorder.completion_tokens,
-            calls=recorder.calls,
-            cached_calls=recorder.cached_calls,
-            latency_s=step.latency_s,
+        fallback = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        step = self.step(
+            recorder.turns, node=node, inputs=inputs, model=recorder.spec, output=output, error=error
         )
-        step.cached = recorder.calls > 0 and recorder.cached_calls == recorder.calls
-        step.raw = recorder.last_content
-        step.messages = recorder.transcript() or [
-            {"role": "system", "content": system},
-            {"role": "user", "content": user},
-        ]
+        step.messages = step.messages or fallback
+        step.latency_s = step.usage.latency_s = time.perf_counter() - started
+        return step
+
+    def step(
+        self,
+        turns: list[Turn],
+        *,
+        node: str = "",
+        inputs: dict[str, Any],
+        model: str,
+        output: dict[str, Any] | None = None,
+        error: BaseException | None = None,
+    ) -> Step:
+        """The Step of this role's model calls ``turns`` (one, or none if it failed before calling), with
+        ``output`` on success or ``error`` on failure: reason, message with the retry history, raw text."""
+        results = [r for turn in turns for r in turn.results]
+        latency = sum(turn.latency_s for turn in turns)
+        last = turns[-1] if turns else None
+        step = Step(
+            role=self.name,
+            node=node or self.name,
+            inputs=_json_safe(inputs),
+            model=model,
+            template_hash=self.template_hash,
+            raw=last.raw if last else "",
+            messages=last.transcript() if last else [],
+            repaired=any(turn.repaired for turn in turns),
+            cached=bool(results) and all(r.cached for r in results),
+            latency_s=latency,
+            usage=Usage(
+                prompt_tokens=sum(r.usage.prompt_tokens for r in results),
+                completion_tokens=sum(r.usage.completion_tokens for r in results),
+                calls=len(results),
+                cached_calls=sum(1 for r in results if r.cached),
+                latency_s=latency,
+            ),
+        )
         if error is None:
             step.output = output
             return step
         step.ok = False
-        step.error_reason = _reason(error, recorder)
+        step.error_reason = _reason(error, last)
         # Notes carry the client's retry history ("retries exhausted after 4 attempts: ..."): keep them.
         notes = "".join(f"\n{note}" for note in getattr(error, "__notes__", ()))[:1500]
-        step.error = f"{type(error).__name__}: {_short_error(error)}{notes}"
+        step.error = f"{type(error).__name__}: {short_error(error)}{notes}"
         return step
 
     async def _ask(self, agent: AssistantAgent, task: str) -> dict[str, Any] | None:
@@ -165,10 +173,6 @@ class Role(BaseModel):
         if isinstance(last, TextMessage) and self.output is None:
             return None
         raise ValueError(f"unexpected reply message type {type(last).__name__}")
-
-    def _schema_text(self) -> str:
-        assert self.output is not None
-        return json.dumps(self.output.model_json_schema(), separators=(",", ":"))
 
 
 def require(step: Step) -> Step:
@@ -183,25 +187,13 @@ def require(step: Step) -> Step:
     return step
 
 
-def _is_bad_reply(error: BaseException, recorder: CallRecorder) -> bool:
-    """The model answered but the answer does not validate (as opposed to the backend failing)."""
-    return recorder.last_error is None and bool(recorder.calls) and isinstance(error, ValueError)
-
-
-def _reason(error: BaseException, recorder: CallRecorder) -> str:
-    if _is_bad_reply(error, recorder):
-        return "length" if recorder.last_finish_reason == "length" else "validation"
-    if isinstance(error, TimeoutError) or isinstance(recorder.last_error, TimeoutError):
+def _reason(error: BaseException, turn: Turn | None) -> str:
+    """``validation``/``length`` (the model answered, the answer does not parse), ``timeout``, ``backend``."""
+    if turn is not None and turn.error is None and turn.results and isinstance(error, ValueError):
+        return "length" if turn.finish_reason == "length" else "validation"
+    if isinstance(error, TimeoutError) or isinstance(turn and turn.error, TimeoutError):
         return "timeout"
     return "backend"
-
-
-def _short_error(error: BaseException, limit: int = 600) -> str:
-    if isinstance(error, ValidationError):
-        text = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in error.errors())
-    else:
-        text = str(error)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _identifier(name: str) -> str:

@@ -31,6 +31,7 @@ from rich.text import Text
 
 from synth.batch_progress import BatchProgress
 from synth.cache import CallCache
+from synth.console import FailureLines, route_library_logs
 from synth.errors import RunFolderError, SynthError
 from synth.graph import ModelSet, SynthGraph
 from synth.inputs import (
@@ -43,6 +44,7 @@ from synth.inputs import (
     same_input,
 )
 from synth.logs import RunLog, error_kind
+from synth.models.reply_guard import DEFAULT_MAX_REPLY_BYTES
 from synth.registry import available, load_graph
 from synth.runner import Runner, RunSummary, run_fingerprint
 from synth.store import RunStore, open_locked
@@ -72,6 +74,7 @@ class RunRequest(BaseModel):
     backoff: float = Field(default=0.5, ge=0)
     #: Largest input field in bytes (``--max-field-bytes``); a row with a larger one fails, naming it.
     max_field_bytes: int = Field(default=DEFAULT_MAX_FIELD_BYTES, ge=1)
+    max_reply_bytes: int = Field(default=DEFAULT_MAX_REPLY_BYTES, ge=1)
     api_key_env: str | None = None
     force: bool = False
     new: bool = False
@@ -150,6 +153,7 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
         timeout_s=request.timeout,
         max_retries=request.retries,
         backoff_base_s=request.backoff,
+        max_reply_bytes=request.max_reply_bytes,
         adaptive=request.adaptive,
         api_key_env=request.api_key_env,
     )
@@ -258,6 +262,7 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
         with contextlib.ExitStack() as stack:
             store = open_locked(folder, stack)
             log = stack.enter_context(RunLog(folder / LOG_FILE, api_key_env=request.api_key_env))
+            stack.enter_context(route_library_logs(log))  # library tracebacks: log.jsonl, not the terminal
             try:
                 if reset or store.read_fingerprint() not in (None, fingerprint):
                     _reset(store)
@@ -430,18 +435,21 @@ class _RunProgress:
         self.counts: dict[str, Any] = {"ok": 0, "failed": 0, "filtered": 0, "tokens": 0}
         self.task = progress.add_task(description, total=total, **self.counts)
         self._last = 0.0
+        self.failures = FailureLines(progress.console)
 
     def on_record(self, trajectory: Trajectory) -> None:
         self.counts[trajectory.status] += 1
         self.counts["tokens"] += trajectory.usage.total_tokens
         if trajectory.status == "failed":
+            kind = error_kind(trajectory.error, trajectory.source)
             self.log.event(
                 "row_failed",
                 id=trajectory.id,
                 source=trajectory.source,
-                kind=error_kind(trajectory.error, trajectory.source),
+                kind=kind,
                 error=(trajectory.error or "")[:1000],
             )
+            self.failures.add(kind, trajectory.source or trajectory.id, trajectory.error or "")
         self.progress.advance(self.task)
         # Rich redraws ~10 times a second; refreshing its fields on every row would cost CPU at 300 rows/s.
         now = time.monotonic()

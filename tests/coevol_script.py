@@ -24,7 +24,8 @@ def coevol_responder(request: dict[str, Any]) -> str:
     if "You are an advisor" in system:
         return json.dumps({"suggestions": ["be more precise", "add an example"]})
     if "You are an editor" in system:
-        previous = re.search(r"Previous response: (.*)\n\nSuggestions", user, re.S).group(1)  # type: ignore[union-attr]
+        # the row's prompt is the first user message (a repair turn's last one is the repair request)
+        previous = re.search(r"Previous response: (.*)\n\nSuggestions", first, re.S).group(1)  # type: ignore[union-attr]
         return json.dumps({"response": f"better({previous})"})
     if "impartial judge" in system:
         return _judge(first)

@@ -74,16 +74,17 @@ def test_key_covers_everything_that_changes_the_answer() -> None:
 
 
 async def test_hits_skip_the_backend_and_the_sample_index_is_never_sent(tmp_path: Path) -> None:
+    """Free-text calls (a reply that fails a requested schema is never cached: tests/hostile)."""
     inner = Counting()
     cache = CallCache(tmp_path / "calls.sqlite")
     client = ManagedClient(inner, ClientOptions(sampling={"temperature": 0.9}), spec="fake:m", cache=cache)
-    first = await client.create(MESSAGES, json_output=Out)
-    again = await client.create(MESSAGES, json_output=Out)
+    first = await client.create(MESSAGES, json_output=None)
+    again = await client.create(MESSAGES, json_output=None)
     assert (first.content, first.cached, again.content, again.cached) == ("reply 1", False, "reply 1", True)
     assert again.usage == first.usage and inner.calls == 1
     # Samples of one prompt stay distinct; the index reaches the key, never the backend.
-    s1 = await client.create(MESSAGES, json_output=Out, extra_create_args={SAMPLE_KEY: 1})
-    s1_again = await client.create(MESSAGES, json_output=Out, extra_create_args={SAMPLE_KEY: 1})
+    s1 = await client.create(MESSAGES, json_output=None, extra_create_args={SAMPLE_KEY: 1})
+    s1_again = await client.create(MESSAGES, json_output=None, extra_create_args={SAMPLE_KEY: 1})
     assert (s1.content, s1_again.content, inner.calls) == ("reply 2", "reply 2", 2)
     assert all(SAMPLE_KEY not in args for args in inner.seen_args)
     assert inner.seen_args[-1] == {"temperature": 0.9}
@@ -93,7 +94,7 @@ async def test_hits_skip_the_backend_and_the_sample_index_is_never_sent(tmp_path
     reopened = CallCache(tmp_path / "calls.sqlite")
     assert len(reopened) == 2
     client.cache = reopened
-    assert (await client.create(MESSAGES, json_output=Out)).cached
+    assert (await client.create(MESSAGES, json_output=None)).cached
     reopened.close()
 
 

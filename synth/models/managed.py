@@ -34,7 +34,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from synth.cache import CallCache, call_key, score_key
+from synth.cache import CallCache, call_key, reply_validates, score_key
 from synth.logs import redact_error
 from synth.models.base import ScoreRequest, SupportsLogprobs
 from synth.models.limiter import AdaptiveLimit
@@ -46,6 +46,7 @@ from synth.models.policy import (
     is_retryable,
     retry_after_s,
 )
+from synth.models.reply_guard import reply_fault
 from synth.recording import SAMPLE_KEY
 
 __all__ = [
@@ -173,9 +174,13 @@ class ManagedClient(ChatCompletionClient):
                 sem.on_success(latency)
             return result, latency
         except Exception as exc:
-            self._error(exc)
-            if isinstance(sem, AdaptiveLimit) and is_overload(exc):
+            fault = reply_fault(exc)  # an SDK may wrap a reply fault in a "Connection error."
+            failure = fault if fault is not None else exc
+            self._error(failure)
+            if isinstance(sem, AdaptiveLimit) and is_overload(failure):
                 sem.on_overload()
+            if failure is not exc:
+                raise failure from None
             raise
         finally:
             if not (ok and keep_slot):
@@ -243,13 +248,21 @@ class ManagedClient(ChatCompletionClient):
             tool_choice=tool_choice,
         )
 
-    def _cached(self, key: str | None) -> CreateResult | None:
+    def _cached(self, key: str | None, json_output: bool | type[BaseModel] | None) -> CreateResult | None:
         if key is None or self.cache is None:
             return None
-        hit = self.cache.get_result(key)
+        hit = self.cache.get_result(key, json_output)
         if hit is not None:
             self._add(cache_hits=1)
         return hit
+
+    def _store(
+        self, key: str | None, result: CreateResult, json_output: bool | type[BaseModel] | None
+    ) -> None:
+        """Cache a finished call, unless its reply fails the schema it was asked for: the repair turn, a
+        resumed node or ``--retry-failed`` must ask the model again rather than replay a bad answer."""
+        if key is not None and self.cache is not None and reply_validates(result, json_output):
+            self.cache.put_result(key, result)
 
     # -- ChatCompletionClient ---------------------------------------------------------------------------
     async def create(
@@ -264,7 +277,7 @@ class ManagedClient(ChatCompletionClient):
     ) -> CreateResult:
         args, sample = self._args(extra_create_args)
         key = self._cache_key(messages, args, sample, json_output, tools, tool_choice)
-        hit = self._cached(key)
+        hit = self._cached(key, json_output)
         if hit is not None:
             return hit
 
@@ -280,8 +293,7 @@ class ManagedClient(ChatCompletionClient):
 
         result, latency = await self._with_retries(op)
         self._record_result(result, latency)
-        if key is not None and self.cache is not None:
-            self.cache.put_result(key, result)
+        self._store(key, result, json_output)
         return result
 
     async def create_stream(  # type: ignore[override]
@@ -299,7 +311,7 @@ class ManagedClient(ChatCompletionClient):
         A cached call replays as its final result alone; a finished stream's final result is cached."""
         args, sample = self._args(extra_create_args)
         key = self._cache_key(messages, args, sample, json_output, tools, tool_choice)
-        hit = self._cached(key)
+        hit = self._cached(key, json_output)
         if hit is not None:
             yield hit
             return
@@ -329,8 +341,7 @@ class ManagedClient(ChatCompletionClient):
             while True:
                 if isinstance(item, CreateResult):
                     self._record_result(item, latency + time.perf_counter() - start)
-                    if key is not None and self.cache is not None:
-                        self.cache.put_result(key, item)
+                    self._store(key, item, json_output)
                 yield item
                 try:
                     item = await asyncio.wait_for(anext(gen), timeout)

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from synth.errors import ModelSpecError
 from synth.models.managed import ClientOptions
+from synth.models.reply_guard import install_reply_guard
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 #: What vLLM/SGLang users pass when the server has no ``--api-key``.
@@ -185,5 +186,8 @@ def build_openai_client(
     if logprobs == "vllm":
         from synth.models.openai_logprobs import VllmScoringClient
 
-        return VllmScoringClient(**kwargs)
-    return SynthOpenAIChatCompletionClient(**kwargs)
+        client: SynthOpenAIChatCompletionClient = VllmScoringClient(**kwargs)
+    else:
+        client = SynthOpenAIChatCompletionClient(**kwargs)
+    install_reply_guard(client, options.max_reply_bytes)  # garbage 200s and oversized replies
+    return client

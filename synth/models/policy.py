@@ -17,6 +17,7 @@ import openai
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from synth.models.base import SAMPLING_KEYS
+from synth.models.reply_guard import DEFAULT_MAX_REPLY_BYTES, GarbageReplyError
 
 
 class ClientOptions(BaseModel):
@@ -35,6 +36,9 @@ class ClientOptions(BaseModel):
     )
     backoff_max_s: float = Field(default=30.0, ge=0)
     retry_after_max_s: float = Field(default=120.0, ge=0, description="cap on a server's Retry-After")
+    max_reply_bytes: int = Field(
+        default=DEFAULT_MAX_REPLY_BYTES, ge=1, description="cap on one reply body (HTTP backends)"
+    )
     sampling: dict[str, Any] = Field(default_factory=dict, description="defaults; per-call values win")
     api_key_env: str | None = Field(
         default=None, description="env var with the API key (default OPENAI_API_KEY)"
@@ -81,7 +85,10 @@ class ClientStats:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Transient: 408/429/5xx, connection errors and timeouts. Not retried: other 4xx, quota exhaustion."""
+    """Transient: 408/429/5xx, HTTP 200 that is not a completion, connection errors and timeouts.
+    Not retried: other 4xx, quota exhaustion, a reply over the size limit."""
+    if isinstance(exc, GarbageReplyError):
+        return True
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code == 429:
             return getattr(exc, "code", None) != "insufficient_quota"  # retrying cannot refill a quota

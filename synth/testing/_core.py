@@ -17,6 +17,8 @@ from typing import Any
 from synth.testing._http import HttpConnection, HttpRequest
 from synth.testing.replies import (
     FAULT_KINDS,
+    GARBAGE_BODIES,
+    GARBAGE_KINDS,
     Reply,
     ReplyLike,
     Responder,
@@ -47,6 +49,10 @@ class Faults:
 
     ``hang`` holds the request without answering until the client disconnects (or ``hang_max_s``, after
     which the connection is closed), so a client timeout is the only way out — and shutdown stays quick.
+    ``garbage_200`` answers HTTP 200 with something that is not a completion (an empty body, an HTML
+    error page, JSON without ``choices``, an ``{"error": ...}`` object), one of them drawn at random.
+    ``drip`` sends the headers and then the body ``drip_bytes`` at a time every ``drip_interval_s``: every
+    read succeeds, so only a deadline on the whole call ends it.
     """
 
     error_500: float = 0.0
@@ -54,11 +60,15 @@ class Faults:
     hang: float = 0.0
     malformed: float = 0.0
     reset: float = 0.0
+    garbage_200: float = 0.0
+    drip: float = 0.0
     fail_first: int = 0
     fail_first_with: str = "500"
     retry_after_s: float = 1.0
     hang_max_s: float = 60.0
     malformed_content: str = '{"answer": "this reply was cut off'
+    drip_interval_s: float = 0.05
+    drip_bytes: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -74,6 +84,8 @@ class Faults:
             "hang": self.hang,
             "malformed": self.malformed,
             "reset": self.reset,
+            "garbage_200": self.garbage_200,
+            "drip": self.drip,
         }
 
 
@@ -175,7 +187,7 @@ class ServerCore:
         for kind, rate in self.faults.rates().items():
             acc += rate
             if u < acc:
-                return kind
+                return self._fault_rng.choice(GARBAGE_KINDS) if kind == "garbage_200" else kind
         return None
 
     def _draw_latency_s(self) -> float:
@@ -273,7 +285,7 @@ class ServerCore:
         reply = Reply()
         # A malformed fault corrupts the content of what would have been a 200; a scripted error reply
         # (a row whose every request must fail) stays an error, so the responder is asked first.
-        if fault is None or fault == "malformed":
+        if fault in (None, "malformed", "drip"):
             drawn = fault
             try:
                 reply = to_reply(self.responder(body))
@@ -310,6 +322,10 @@ class ServerCore:
                 error_body("injected rate limit", "rate_limit_error", "rate_limit_exceeded"),
                 headers={"Retry-After": header, "x-ratelimit-remaining-requests": "0"},
             )
+        elif fault in GARBAGE_BODIES:
+            self._finish(done, fault)
+            content_type, garbage = GARBAGE_BODIES[fault]
+            conn.send(200, garbage, content_type=content_type)
         elif reply.status is not None:
             self._finish(done, str(reply.status))
             conn.send(reply.status, error_body(reply.error or "scripted error", "invalid_request_error"))
@@ -321,11 +337,23 @@ class ServerCore:
             with self._lock:
                 self._counts["prompt_tokens"] += out["usage"]["prompt_tokens"]
                 self._counts["completion_tokens"] += out["usage"]["completion_tokens"]
-            self._finish(done, "malformed" if fault == "malformed" else "ok")
+            self._finish(done, fault if fault in ("malformed", "drip") else "ok")
             if chat and body.get("stream"):
                 self._stream(conn, body, out)
+            elif fault == "drip":
+                await self._drip(conn, json.dumps(out).encode())
             else:
                 conn.send(200, json.dumps(out).encode(), headers={"x-request-id": f"req-{index}"})
+
+    async def _drip(self, conn: HttpConnection, data: bytes) -> None:
+        """A complete, valid answer trickled out: headers now, then a few bytes per interval."""
+        conn.send_head(200, len(data))
+        step = max(1, self.faults.drip_bytes)
+        for start in range(0, len(data), step):
+            if conn.closed:
+                return
+            conn.write(data[start : start + step])
+            await asyncio.sleep(self.faults.drip_interval_s)
 
     def _stream(self, conn: HttpConnection, body: dict[str, Any], out: dict[str, Any]) -> None:
         """Server-sent events, one chunk per word, then finish_reason, then usage if asked for."""

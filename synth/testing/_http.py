@@ -155,16 +155,34 @@ class HttpConnection(asyncio.Protocol):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Write one complete response (no-op when the peer is already gone)."""
+        self.send_head(status, len(body), content_type=content_type, headers=headers)
+        self.write(body)
+
+    def send_head(
+        self,
+        status: int,
+        length: int,
+        *,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Write the status line and headers of a ``length``-byte response; the body follows by :meth:`write`
+        (a drip-feed fault writes it a few bytes at a time)."""
         if self.closed or self.transport is None or self.transport.is_closing():
             return
         lines = [
             f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
             f"Content-Type: {content_type}",
-            f"Content-Length: {len(body)}",
+            f"Content-Length: {length}",
             "Connection: keep-alive" if self._keep_alive else "Connection: close",
         ]
         lines.extend(f"{k}: {v}" for k, v in (headers or {}).items())
-        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+    def write(self, data: bytes) -> None:
+        """Write raw body bytes (no-op when the peer is already gone)."""
+        if data and not self.closed and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
 
     def start_chunked(self, status: int, content_type: str = "text/event-stream") -> None:
         """Begin a streamed response; follow with :meth:`send_chunk` calls and :meth:`end_chunked`."""

@@ -5,7 +5,8 @@ timeouts, error mapping) instead of patched methods. It answers ``POST /v1/chat/
 streamed), ``POST /v1/completions`` (legacy, for ``echo``/``logprobs`` scoring) and ``GET /v1/models``;
 the reply comes from a *responder* (see :mod:`synth.testing.replies`). It can be slow (fixed latency,
 jitter, stragglers) and misbehave on purpose (500, 429 + ``Retry-After``, hangs, malformed content,
-TCP resets) at seeded rates or for the first N calls, and it counts what happened.
+TCP resets, HTTP 200 with garbage — empty, HTML, no ``choices``, ``{"error": ...}`` — and drip-fed bodies)
+at seeded rates or for the first N calls, and it counts what happened. A huge reply is just a scripted one.
 
 In-process (a background thread with its own event loop, so sync and async tests both work)::
 

@@ -22,7 +22,20 @@ from dataclasses import dataclass, fields
 from threading import Lock
 from typing import Any
 
-FAULT_KINDS = ("500", "429", "hang", "malformed", "reset")
+#: Bodies a broken proxy or backend sends with HTTP 200 instead of a completion (see :data:`GARBAGE_BODIES`).
+GARBAGE_KINDS = ("empty", "html", "no_choices", "error_200")
+FAULT_KINDS = ("500", "429", "hang", "malformed", "reset", "drip", *GARBAGE_KINDS)
+
+#: ``kind -> (content type, body)`` of each garbage-200 fault.
+GARBAGE_BODIES: dict[str, tuple[str, bytes]] = {
+    "empty": ("application/json", b""),
+    "html": ("text/html; charset=utf-8", b"<html><body><h1>502 Bad Gateway</h1>nginx</body></html>"),
+    "no_choices": ("application/json", b'{"id": "chatcmpl-0", "object": "chat.completion", "model": "m"}'),
+    "error_200": (
+        "application/json",
+        b'{"error": {"message": "upstream worker crashed", "type": "server_error", "code": null}}',
+    ),
+}
 
 
 @dataclass
