@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from synth.errors import ModelSpecError
 from synth.models.managed import ClientOptions
+from synth.models.transport import http_client
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 #: What vLLM/SGLang users pass when the server has no ``--api-key``.
@@ -182,6 +183,8 @@ def build_openai_client(
     if base_url:
         kwargs["base_url"] = base_url
     kwargs.update(options.backend_options)
+    if "http_client" not in kwargs:  # the aiohttp transport: less than half the client CPU per call
+        kwargs["http_client"] = http_client()
     if logprobs == "vllm":
         from synth.models.openai_logprobs import VllmScoringClient
 
