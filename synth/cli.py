@@ -123,6 +123,14 @@ def run(
     ray_actors: Annotated[
         int, typer.Option(help="Ray actors; each runs one block at a time, --concurrency rows in flight.")
     ] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing the run (default: min(cores, 4) for openai: backends given >= 32 "
+            "calls and >= 1000 rows per worker, else 1). --max-calls and --concurrency are split among them.",
+        ),
+    ] = None,
 ) -> None:
     """Run GRAPH over the input rows into a run folder; re-running the same command resumes.
 
@@ -156,6 +164,7 @@ def run(
         ray_address=address,
         ray_block_rows=ray_block_rows,
         ray_actors=ray_actors,
+        workers=workers,
     )
     summary, folder = asyncio.run(run_session(request, console))
     console.print(
