@@ -28,7 +28,7 @@ from pydantic import BaseModel
 
 from synth.errors import ModelSpecError
 from synth.models.managed import ClientOptions
-from synth.models.transport import http_client
+from synth.models.transport import JsonBodyClient, http_client
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 #: What vLLM/SGLang users pass when the server has no ``--api-key``.
@@ -110,6 +110,10 @@ def schema_response_format(model: type[BaseModel]) -> dict[str, Any]:
 
 class SynthOpenAIChatCompletionClient(OpenAIChatCompletionClient):
     """``OpenAIChatCompletionClient`` that returns structured output as unvalidated text (see module doc)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client = JsonBodyClient(self._client)  # type: ignore[assignment]
 
     def _structured(
         self, json_output: bool | type[BaseModel] | None, extra_create_args: Mapping[str, Any]

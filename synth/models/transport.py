@@ -16,6 +16,7 @@ transport (one connection pool) per running loop, created on the loop's first re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import sys
 import weakref
@@ -39,8 +40,22 @@ class PerLoopTransport:
         loop = asyncio.get_running_loop()
         transport = self._by_loop.get(loop)
         if transport is None:
+            self._forget_closed_loops()
             transport = self._by_loop[loop] = copy.copy(self._template)
         return transport
+
+    def _forget_closed_loops(self) -> None:
+        """Drop the pools of loops that ended without closing them (``asyncio.run`` per phase or test).
+
+        A pool refers to its loop, so the weak keys alone would never let one go. Its sockets can no longer
+        be closed through that loop; marking the connector closed stops aiohttp warning about it at exit."""
+        for loop in [loop for loop in self._by_loop if loop.is_closed()]:
+            transport = self._by_loop.pop(loop)
+            session = getattr(transport, "client", None)
+            connector = getattr(session, "connector", None)
+            if connector is not None:
+                with contextlib.suppress(Exception):  # its transports' close() needs the closed loop
+                    connector._close()
 
     async def handle_async_request(self, request: Any) -> Any:
         try:
@@ -90,3 +105,74 @@ def http_client() -> Any | None:
     client._transport = PerLoopTransport(client._transport)
     client._mounts = {k: (PerLoopTransport(t) if t is not None else None) for k, t in client._mounts.items()}
     return client
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+#: ``chat.completions.create`` keywords that are request options, not body fields.
+_OPTION_KEYS = {"extra_headers": "headers", "extra_query": "params", "timeout": "timeout"}
+
+
+def _json_native(value: Any, depth: int = 0) -> bool:
+    """Plain JSON values only (what the SDK's request transform leaves as they are)."""
+    if isinstance(value, _JSON_SCALARS):
+        return True
+    if depth > 12:
+        return False
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_native(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return all(_json_native(v, depth + 1) for v in value)
+    return False
+
+
+class _ChatCompletions:
+    """``chat.completions`` whose ``create`` posts a JSON-native body as is (see :class:`JsonBodyClient`)."""
+
+    def __init__(self, sdk: Any) -> None:
+        self._sdk = sdk
+        self._resource = sdk.chat.completions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._resource, name)
+
+    async def create(self, **kwargs: Any) -> Any:
+        from openai.types.chat import ChatCompletion
+
+        given = {k: v for k, v in kwargs.items() if not isinstance(v, openai.NotGiven | _OMIT)}
+        options = {_OPTION_KEYS[k]: given.pop(k) for k in list(given) if k in _OPTION_KEYS}
+        extra = given.pop("extra_body", None) or {}
+        body = {**given, **extra}
+        if given.get("stream") or not _json_native(body):
+            return await self._resource.create(**kwargs)
+        return await self._sdk.post("/chat/completions", body=body, cast_to=ChatCompletion, options=options)
+
+
+class _Chat:
+    def __init__(self, sdk: Any) -> None:
+        self._chat = sdk.chat
+        self.completions = _ChatCompletions(sdk)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chat, name)
+
+
+class JsonBodyClient:
+    """An ``AsyncOpenAI`` whose ``chat.completions.create`` skips the SDK's request transform.
+
+    The SDK walks every request body against its TypedDicts (``_async_transform_recursive``: each message
+    is checked against every message type) to rename aliased keys and encode files and dates. The chat
+    request parameters have none of those, and the messages autogen builds are plain JSON: measured
+    ~0.3 ms of CPU per call for an identity transform, ~15 % of a call's client CPU. For a JSON-native,
+    non-streaming body this posts it with the SDK's public ``post`` (same URL, headers, auth, retries
+    and response parsing); anything else takes the SDK's own path. Every other attribute is the SDK's.
+    """
+
+    def __init__(self, sdk: Any) -> None:
+        self._sdk = sdk
+        self.chat = _Chat(sdk)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sdk, name)
+
+
+_OMIT: type = getattr(openai, "Omit", openai.NotGiven)
