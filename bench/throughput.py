@@ -82,7 +82,8 @@ async def naive(base_url: str, calls: int, concurrency: int, *, transport: str =
     client = openai.AsyncOpenAI(
         base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600, http_client=http
     )
-    system, user = "You rewrite the text in plain words.", "Text: {}"
+    # "helpful assistant": the CoEvol responder answers it too (the naive side of the CoEvol case)
+    system, user = "You are a helpful assistant: rewrite the text in plain words.", "Text: {}"
     slots = asyncio.Semaphore(concurrency)
     ok = 0
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import signal
@@ -90,6 +91,9 @@ async def run_workers(
     with ``id``, ``status``, ``source``, ``error`` and ``usage.total_tokens``) and merges the summaries."""
     death_read, death_write = os.pipe()  # the parent holds the write end: EOF in a worker = parent gone
     workers: list[_Worker] = []
+    # Objects alive now are shared with the workers copy-on-write; frozen, a worker's collector (and its
+    # own gc.freeze, synth.runner.quiet_gc) never walks them, which would copy every page of the heap.
+    gc.freeze()
     try:
         for index in range(count):
             events_read, events_write = os.pipe()
@@ -105,8 +109,10 @@ async def run_workers(
             os.close(events_write)
             workers.append(_Worker(index, pid, events_read))
             on_start(index, pid)
+        gc.unfreeze()
         await asyncio.gather(*(_follow(w, on_record, on_skip) for w in workers))
     except BaseException:
+        gc.unfreeze()
         for worker in workers:
             if worker.status is None:
                 _signal(worker.pid, signal.SIGTERM)
@@ -129,10 +135,10 @@ async def _follow(worker: _Worker, on_record: Callable[[Any], None], on_skip: Ca
     try:
         while line := await reader.readline():
             kind, payload = json.loads(line)
-            if kind == "record":
-                tid, status, source, error, tokens = payload
-                usage = SimpleNamespace(total_tokens=tokens)
-                on_record(SimpleNamespace(id=tid, status=status, source=source, error=error, usage=usage))
+            if kind == "records":
+                for tid, status, source, error, tokens in payload:
+                    usage = SimpleNamespace(total_tokens=tokens)
+                    on_record(SimpleNamespace(id=tid, status=status, source=source, error=error, usage=usage))
             elif kind == "skip":
                 on_skip()
             elif kind == "summary":
@@ -206,15 +212,26 @@ def merge_client_stats(into: dict[str, Any] | None, stats: dict[str, Any]) -> di
 
 def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[..., Any]:
     """What worker ``i`` of ``count`` runs: :meth:`Runner.run` over its shard of ``request``'s rows into
-    ``folder``, with its share of the call and row limits and its own clients, store and cache handles."""
+    ``folder``, with its share of the call and row limits and its own clients, store and cache handles.
+
+    Creates the shared SQLite files first, in this process: switching a new file to WAL takes a lock
+    that SQLite does not wait for, so N workers creating it at once would fail with "database is locked"."""
+    from synth.cache import CallCache
+    from synth.checkpoints import InlineSqliteSaver
+    from synth.session import CACHE_FILE
+
+    if request.checkpoints:
+        with InlineSqliteSaver.open(folder / "checkpoints.sqlite"):
+            pass
+    if request.cache:
+        CallCache(folder / CACHE_FILE).close()
 
     async def work(
         index: int, on_record: Callable[[Trajectory], None], on_skip: Callable[[], None]
     ) -> RunSummary:
-        from synth.cache import CallCache
         from synth.inputs import read_rows
         from synth.runner import Runner
-        from synth.session import CACHE_FILE, build_models, client_report
+        from synth.session import build_models, client_report
         from synth.store import RunStore
 
         mine = request.model_copy(
@@ -271,6 +288,7 @@ def _child(
         threading.Thread(target=_exit_with_parent, args=(death_fd,), daemon=True).start()
         events = _Events(events_fd)
         summary: RunSummary = asyncio.run(work(index, events.record, events.skip))
+        events.flush()
         events.send("summary", summary_payload(summary))
         code = 0
     except BaseException:
@@ -288,10 +306,12 @@ def _exit_with_parent(fd: int) -> None:  # pragma: no cover - runs in the forked
 
 
 class _Events:
-    """One JSON line per event on the worker's pipe (a blocking write: the parent reads continuously)."""
+    """JSON lines on the worker's pipe (blocking writes: the parent reads continuously). Records are
+    batched: the runner reports a whole write batch in one loop turn, and that becomes one line."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
+        self._records: list[list[Any]] = []
 
     def send(self, kind: str, payload: Any) -> None:
         data = (json.dumps([kind, payload], separators=(",", ":")) + "\n").encode()
@@ -299,8 +319,15 @@ class _Events:
             data = data[os.write(self._fd, data) :]
 
     def record(self, trajectory: Trajectory) -> None:
+        if not self._records:
+            asyncio.get_running_loop().call_soon(self.flush)
         usage = trajectory.usage.total_tokens
-        self.send("record", [trajectory.id, trajectory.status, trajectory.source, trajectory.error, usage])
+        self._records.append([trajectory.id, trajectory.status, trajectory.source, trajectory.error, usage])
+
+    def flush(self) -> None:
+        if self._records:
+            records, self._records = self._records, []
+            self.send("records", records)
 
     def skip(self) -> None:
         self.send("skip", None)
