@@ -1,22 +1,26 @@
-"""Throughput of the batch engine against the loopback OpenAI server, beside a naive client.
+"""Throughput of the batch engine against the loopback OpenAI server, beside naive clients, in one run.
 
-Run ``python bench/throughput.py`` (a few minutes on 2 cores). For each configuration the same server
-process answers two clients in turn, in the same run:
+Run ``python bench/throughput.py`` (~12 minutes on 2 cores). The loopback server runs as a separate
+process; for each case every client runs back to back against it, ``--repeat`` rounds:
 
-* the **engine**: ``synth run`` (in process, :func:`synth.session.run_session`) of the one-role graph
-  ``synth.testing.graphs:ECHO`` over N rows, with ``max_calls = C`` (the backend's limit, as for the naive
-  client) and ``concurrency = 2 C`` rows in flight: a row spends part of its time outside its model
-  call (graph steps, checkpoints), and the extra rows keep the C call slots busy. Run folder, records,
-  checkpoints and call cache as in production (``--no-checkpoints`` / ``--no-cache`` variants are listed);
-* the **naive** client: ``asyncio`` + ``openai.AsyncOpenAI``, a semaphore of C, the same request per row
-  (same messages and JSON-schema ``response_format``), the reply parsed with the same pydantic model.
+* **synth**: ``synth run`` (in process, :func:`synth.session.run_session`) of the one-role YAML graph
+  ``bench/one_role.yaml`` (one free-text call per row) over N rows, with ``max_calls = C`` (the
+  backend's limit, as the naive client's semaphore) and ``concurrency = 2 C`` rows in flight, run folder,
+  records, checkpoints and call cache as in production; ``synth_wN`` is ``--workers N`` (both limits
+  split between the workers; their CPU is counted too). ``--no-checkpoints`` / ``--no-cache`` variants
+  are listed at zero latency;
+* **naive**: ``asyncio`` + ``openai.AsyncOpenAI`` (its default httpx transport), ``Semaphore(C)``, the
+  same number of free-text calls; **naive_aiohttp** is the same script with
+  ``http_client=openai.DefaultAioHttpClient()`` (the transport synth uses).
 
-Reported (medians of ``--repeat`` rounds, each round running every client back to back): rows/s, its
-fraction of the limit ``C / mean latency``, the ratio engine / naive (taken within a round), CPU ms/row. With
-stragglers (5 % of calls 10x slower) the ratio to naive is what matters: both wait on the same tail.
-At zero latency the ratio is the engine's per-call overhead against a bare client (CPU bound).
-``--profile`` runs the zero-latency engine case under pyinstrument and writes ``bench/results/profile.txt``;
-``bench/layers.py`` gives the same split as CPU per layer, measured without HTTP.
+Cases: C = 64 / 128 / 32 at 200 ± 50 ms; C = 64 with 5 % of calls 10x slower (stragglers); C = 64 at zero
+latency (CPU bound: the per-call cost of each client); CoEvol (``graphs/coevol.py``, ~24 calls per row
+with the scripted judge of ``tests/coevol_script.py``) at C = 64, compared in calls/s.
+Reported (medians over rounds): calls/s (= rows/s for the one-role graph), its fraction of the limit
+``C / mean latency``, the ratio to the naive client (taken within a round), and CPU ms per call (process
+CPU, worker processes included, over the calls the server counted).
+``--profile`` runs the zero-latency synth case (one worker) under pyinstrument and writes
+``bench/results/profile.txt``; ``bench/layers.py`` gives CPU per layer, measured without HTTP.
 Timings are noisy on a shared machine: compare ratios within one run. Results: bench/results/throughput.json.
 """
 
@@ -184,7 +188,13 @@ def bench_case(case: Case, server: ServerProcess, seeds: Path, repeat: int) -> d
         results: dict[str, dict[str, Any]] = {}
         for label, kwargs in case.engines.items():
             server.reset_counters()
-            got = asyncio.run(engine(server.base_url, seeds, case.rows, case.concurrency, **kwargs))
+            try:
+                got = asyncio.run(engine(server.base_url, seeds, case.rows, case.concurrency, **kwargs))
+            except Exception as exc:  # say so and measure once more: one failure must not lose the run
+                print(f"{case.name} {label}: {type(exc).__name__}: {exc}; measuring again", flush=True)
+                server.reset_counters()
+                got = asyncio.run(engine(server.base_url, seeds, case.rows, case.concurrency, **kwargs))
+                got["failed_first"] = f"{type(exc).__name__}: {exc}"[:300]
             stats = server.stats()
             got["calls"] = stats["completions"]
             got["max_in_flight_at_server"] = stats["max_in_flight"]
