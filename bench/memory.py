@@ -10,6 +10,11 @@ Each size runs in a fresh child process — the one-role graph ``synth.testing.g
 * ``rss_samples_mb``: RSS sampled every second (a leak shows as a slope),
 * ``rows_per_s``.
 
+With ``--workers N`` (N > 1) the run forks N worker processes: memory is then the **sum of PSS**
+(proportional set size: pages shared by the forked workers counted once, split between them) of this
+process and its workers, sampled every 0.25 s; ``peak_mb`` is the highest sum, and the growth that matters
+is the difference of peaks between sizes (``peak_growth_mb``, against the smallest size measured).
+
 What grows with the input by design: the runner numbers duplicate rows with a ``Counter`` of row keys and,
 on a resumed run, loads the ids of stored records (a few dozen bytes per row each). Everything else is
 bounded by the concurrency (rows in flight, write batches) or lives in SQLite on disk.
@@ -41,7 +46,26 @@ def _rss_mb() -> float:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def child(rows: int, base_url: str, concurrency: int) -> dict[str, Any]:
+def _pss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # the worker just exited
+        pass
+    return 0.0
+
+
+def _tree_pss_mb() -> float:
+    """PSS of this process and its children (the ``--workers`` processes)."""
+    me = os.getpid()
+    with open(f"/proc/{me}/task/{me}/children") as handle:
+        children = [int(pid) for pid in handle.read().split()]
+    return _pss_mb(me) + sum(_pss_mb(pid) for pid in children)
+
+
+def child(rows: int, base_url: str, concurrency: int, workers: int = 1) -> dict[str, Any]:
     """One measured run in this (fresh) process."""
     from synth.session import RunRequest, run_session
 
@@ -61,6 +85,7 @@ def child(rows: int, base_url: str, concurrency: int) -> dict[str, Any]:
                 concurrency=concurrency,
                 max_calls=concurrency,
                 limit=limit,
+                workers=workers,
             )
 
         asyncio.run(run_session(request("warmup", limit=50)))
@@ -69,9 +94,12 @@ def child(rows: int, base_url: str, concurrency: int) -> dict[str, Any]:
         samples: list[float] = []
         stop = threading.Event()
 
+        measure = _rss_mb if workers == 1 else _tree_pss_mb
+        baseline = measure()
+
         def sample() -> None:
-            while not stop.wait(1.0):
-                samples.append(round(_rss_mb(), 1))
+            while not stop.wait(1.0 if workers == 1 else 0.25):
+                samples.append(round(measure(), 1))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -80,9 +108,10 @@ def child(rows: int, base_url: str, concurrency: int) -> dict[str, Any]:
         elapsed = time.perf_counter() - started
         stop.set()
         sampler.join()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if workers == 1 else max(samples)
         return {
             "rows": rows,
+            "workers": workers,
             "ok": summary.counts.get("ok", 0),
             "baseline_mb": round(baseline, 1),
             "peak_mb": round(peak, 1),
@@ -97,11 +126,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child, args.url, args.concurrency)), flush=True)
+        result = child(args.child, args.url, args.concurrency, args.workers)
+        print("RESULT " + json.dumps(result), flush=True)
         return
     from synth.testing.process import ServerProcess
 
@@ -110,7 +141,7 @@ def main() -> None:
         for rows in args.sizes:
             out = subprocess.run(
                 [sys.executable, __file__, "--child", str(rows), "--url", server.base_url,
-                 "--concurrency", str(args.concurrency)],
+                 "--concurrency", str(args.concurrency), "--workers", str(args.workers)],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip
             line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
@@ -124,8 +155,12 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "memory.json"
     previous = json.loads(path.read_text()).get("runs", []) if path.exists() else []
-    measured = {r["rows"] for r in results}  # keep other sizes' latest figures: sizes run separately
-    runs = sorted([*(r for r in previous if r["rows"] not in measured), *results], key=lambda r: r["rows"])
+    for result in results:
+        result["peak_growth_mb"] = round(result["peak_mb"] - results[0]["peak_mb"], 1)
+    # keep other sizes' and worker counts' latest figures: they run separately
+    measured = {(r["rows"], r["workers"]) for r in results}
+    runs = [*(r for r in previous if (r["rows"], r.get("workers", 1)) not in measured), *results]
+    runs.sort(key=lambda r: (r.get("workers", 1), r["rows"]))
     report = {"concurrency": args.concurrency, "load_avg": os.getloadavg(), "runs": runs}
     path.write_text(json.dumps(report, indent=2))
     print(f"wrote {RESULTS / 'memory.json'}")

@@ -1,22 +1,26 @@
-"""Throughput of the batch engine against the loopback OpenAI server, beside a naive client.
+"""Throughput of the batch engine against the loopback OpenAI server, beside naive clients, in one run.
 
-Run ``python bench/throughput.py`` (a few minutes on 2 cores). For each configuration the same server
-process answers two clients in turn, in the same run:
+Run ``python bench/throughput.py`` (~12 minutes on 2 cores). The loopback server runs as a separate
+process; for each case every client runs back to back against it, ``--repeat`` rounds:
 
-* the **engine**: ``synth run`` (in process, :func:`synth.session.run_session`) of the one-role graph
-  ``synth.testing.graphs:ECHO`` over N rows, with ``max_calls = C`` (the backend's limit, as for the naive
-  client) and ``concurrency = 2 C`` rows in flight: a row spends part of its time outside its model
-  call (graph steps, checkpoints), and the extra rows keep the C call slots busy. Run folder, records,
-  checkpoints and call cache as in production (``--no-checkpoints`` / ``--no-cache`` variants are listed);
-* the **naive** client: ``asyncio`` + ``openai.AsyncOpenAI``, a semaphore of C, the same request per row
-  (same messages and JSON-schema ``response_format``), the reply parsed with the same pydantic model.
+* **synth**: ``synth run`` (in process, :func:`synth.session.run_session`) of the one-role YAML graph
+  ``bench/one_role.yaml`` (one free-text call per row) over N rows, with ``max_calls = C`` (the
+  backend's limit, as the naive client's semaphore) and ``concurrency = 2 C`` rows in flight, run folder,
+  records, checkpoints and call cache as in production; ``synth_wN`` is ``--workers N`` (both limits
+  split between the workers; their CPU is counted too). ``--no-checkpoints`` / ``--no-cache`` variants
+  are listed at zero latency;
+* **naive**: ``asyncio`` + ``openai.AsyncOpenAI`` (its default httpx transport), ``Semaphore(C)``, the
+  same number of free-text calls; **naive_aiohttp** is the same script with
+  ``http_client=openai.DefaultAioHttpClient()`` (the transport synth uses).
 
-Reported (medians of ``--repeat`` rounds, each round running every client back to back): rows/s, its
-fraction of the limit ``C / mean latency``, the ratio engine / naive (taken within a round), CPU ms/row. With
-stragglers (5 % of calls 10x slower) the ratio to naive is what matters: both wait on the same tail.
-At zero latency the ratio is the engine's per-call overhead against a bare client (CPU bound).
-``--profile`` runs the zero-latency engine case under pyinstrument and writes ``bench/results/profile.txt``;
-``bench/layers.py`` gives the same split as CPU per layer, measured without HTTP.
+Cases: C = 64 / 128 / 32 at 200 ± 50 ms; C = 64 with 5 % of calls 10x slower (stragglers); C = 64 at zero
+latency (CPU bound: the per-call cost of each client); CoEvol (``graphs/coevol.py``, ~24 calls per row
+with the scripted judge of ``tests/coevol_script.py``) at C = 64, compared in calls/s.
+Reported (medians over rounds): calls/s (= rows/s for the one-role graph), its fraction of the limit
+``C / mean latency``, the ratio to the naive client (taken within a round), and CPU ms per call (process
+CPU, worker processes included, over the calls the server counted).
+``--profile`` runs the zero-latency synth case (one worker) under pyinstrument and writes
+``bench/results/profile.txt``; ``bench/layers.py`` gives CPU per layer, measured without HTTP.
 Timings are noisy on a shared machine: compare ratios within one run. Results: bench/results/throughput.json.
 """
 
@@ -28,10 +32,12 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +46,15 @@ sys.path.insert(0, str(REPO))
 
 import openai  # noqa: E402
 
-from synth.models.openai_client import schema_response_format  # noqa: E402
 from synth.session import RunRequest, run_session  # noqa: E402
-from synth.testing.graphs import ECHO_ROLE, Answer  # noqa: E402
 from synth.testing.process import ServerProcess  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 #: Rows in flight per call slot for the engine (see the module doc).
 ROW_FACTOR = 2.0
-GRAPH = "synth.testing.graphs:ECHO"
+GRAPH = str(REPO / "bench" / "one_role.yaml")
 RESPONDER = "synth.testing.graphs:echo_responder"
+COEVOL_RESPONDER = "tests.coevol_script:coevol_responder"
 
 
 def write_seeds(path: Path, rows: int) -> Path:
@@ -59,46 +64,79 @@ def write_seeds(path: Path, rows: int) -> Path:
     return path
 
 
-async def naive(base_url: str, rows: int, concurrency: int) -> dict[str, Any]:
-    """The baseline: what a hand-written asyncio script would do for the same requests."""
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600)
-    response_format = schema_response_format(Answer)
+def write_coevol_seeds(path: Path, rows: int) -> Path:
+    with path.open("w") as handle:
+        for i in range(rows):
+            seed = {"instruction": f"ACCEPT task {i}: explain why the sky is blue.", "output": "Because."}
+            handle.write(json.dumps(seed) + "\n")
+    return path
+
+
+def cpu_now() -> float:
+    """CPU seconds of this process plus its waited-for children (``--workers`` processes)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+async def naive(base_url: str, calls: int, concurrency: int, *, transport: str = "httpx") -> dict[str, Any]:
+    """The baseline: what a hand-written asyncio script would do for the same requests (free text).
+
+    ``transport="aiohttp"`` gives the SDK the aiohttp transport synth uses (``DefaultAioHttpClient``)."""
+    http = openai.DefaultAioHttpClient() if transport == "aiohttp" else None
+    client = openai.AsyncOpenAI(
+        base_url=base_url, api_key="EMPTY", max_retries=0, timeout=600, http_client=http
+    )
+    # "helpful assistant": the CoEvol responder answers it too (the naive side of the CoEvol case)
+    system, user = "You are a helpful assistant: rewrite the text in plain words.", "Text: {}"
     slots = asyncio.Semaphore(concurrency)
     ok = 0
 
     async def one(i: int) -> None:
         nonlocal ok
-        system, user = ECHO_ROLE.render(text=f"row {i}: the quick brown fox jumps over the lazy dog")
+        text = f"row {i}: the quick brown fox jumps over the lazy dog"
         async with slots:
             reply = await client.chat.completions.create(
                 model="m",
-                messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],
-                response_format=response_format,  # type: ignore[arg-type]
+                messages=[
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": user.format(text)},
+                ],
             )
-        Answer.model_validate_json(reply.choices[0].message.content or "")
-        ok += 1
+        if reply.choices[0].message.content is not None:
+            ok += 1
 
     started = time.perf_counter()
-    cpu = time.process_time()
+    cpu = cpu_now()
     # Rows are started as slots free up (as the engine does), not all at once: a gather over 2,000
     # pending tasks would measure the event loop's queue, not the client.
     pending: set[asyncio.Task[None]] = set()
-    for i in range(rows):
+    for i in range(calls):
         if len(pending) >= concurrency:
             _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         pending.add(asyncio.create_task(one(i)))
     await asyncio.gather(*pending)
     elapsed = time.perf_counter() - started
+    cpu = cpu_now() - cpu
     await client.close()
-    return {"rows": ok, "elapsed_s": elapsed, "cpu_s": time.process_time() - cpu, "rows_per_s": ok / elapsed}
+    return {"rows": ok, "calls": calls, "elapsed_s": elapsed, "cpu_s": cpu, "rows_per_s": ok / elapsed}
 
 
 async def engine(
-    base_url: str, seeds: Path, rows: int, concurrency: int, *, checkpoints: bool = True, cache: bool = True
+    base_url: str,
+    seeds: Path,
+    rows: int,
+    concurrency: int,
+    *,
+    graph: str = GRAPH,
+    workers: int = 1,
+    checkpoints: bool = True,
+    cache: bool = True,
 ) -> dict[str, Any]:
+    """``synth run`` in process (``run_session``), ``max_calls = C`` and ``ROW_FACTOR * C`` rows in flight
+    (both split between the workers)."""
     with tempfile.TemporaryDirectory() as tmp:
         request = RunRequest(
-            graph=GRAPH,
+            graph=graph,
             input=seeds,
             out=Path(tmp) / "run",
             models={"default": f"openai:m@{base_url}"},
@@ -107,10 +145,11 @@ async def engine(
             limit=rows,
             checkpoints=checkpoints,
             cache=cache,
+            **({"workers": workers} if "workers" in RunRequest.model_fields else {}),
         )
-        cpu = time.process_time()
+        cpu = cpu_now()
         summary, _ = await run_session(request)
-        cpu = time.process_time() - cpu
+        cpu = cpu_now() - cpu
     if summary.counts.get("ok", 0) != rows:
         raise RuntimeError(f"engine run incomplete: {dict(summary.counts)}")
     return {
@@ -121,56 +160,73 @@ async def engine(
     }
 
 
-def bench_case(
-    name: str,
-    server: ServerProcess,
-    seeds: Path,
-    rows: int,
-    concurrency: int,
-    latency: dict[str, Any],
-    variants: list[dict[str, bool]],
-    repeat: int,
-) -> dict[str, Any]:
-    """``repeat`` rounds of naive then each engine variant, back to back; medians over the rounds.
+@dataclass
+class Case:
+    name: str
+    concurrency: int
+    latency: dict[str, Any]
+    rows: int
+    #: Engine variants: label -> engine() keyword arguments.
+    engines: dict[str, dict[str, Any]]
+    seeds: str = "text"
+    naive_transports: tuple[str, ...] = ("httpx", "aiohttp")
+
+
+def bench_case(case: Case, server: ServerProcess, seeds: Path, repeat: int) -> dict[str, Any]:
+    """``repeat`` rounds of every client back to back (naive first); medians over the rounds.
 
     On a shared machine the available CPU drifts from minute to minute: the ratio to naive is taken
-    within each round (clients measured seconds apart), and its median reported."""
+    within each round (clients measured seconds apart), and its median reported. Calls are counted by
+    the server; the naive clients make as many calls as the engine's first run made (CoEvol: ~10 a row)."""
+    latency = {"straggler_rate": 0.0, "straggler_factor": 10.0, **case.latency}
     server.configure(latency=latency)
-    mean_s = (
-        latency["mean_ms"]
-        / 1000
-        * (1 + latency.get("straggler_rate", 0.0) * (latency.get("straggler_factor", 10.0) - 1))
-    )
-    limit = concurrency / mean_s if mean_s else None
+    mean_s = latency["mean_ms"] / 1000 * (1 + latency["straggler_rate"] * (latency["straggler_factor"] - 1))
+    limit = case.concurrency / mean_s if mean_s else None
     rounds: dict[str, list[dict[str, Any]]] = {}
+    calls_per_row = 1.0
     for _ in range(repeat):
-        server.reset_counters()
-        base = asyncio.run(naive(server.base_url, rows, concurrency))
-        rounds.setdefault("naive", []).append(base)
-        for variant in variants:
-            label = "engine" + "".join(f"_no_{k}" for k, v in variant.items() if not v)
+        results: dict[str, dict[str, Any]] = {}
+        for label, kwargs in case.engines.items():
             server.reset_counters()
-            got = asyncio.run(engine(server.base_url, seeds, rows, concurrency, **variant))
-            got["max_in_flight_at_server"] = server.stats()["max_in_flight"]
-            got["ratio_to_naive"] = got["rows_per_s"] / base["rows_per_s"]
+            try:
+                got = asyncio.run(engine(server.base_url, seeds, case.rows, case.concurrency, **kwargs))
+            except Exception as exc:  # say so and measure once more: one failure must not lose the run
+                print(f"{case.name} {label}: {type(exc).__name__}: {exc}; measuring again", flush=True)
+                server.reset_counters()
+                got = asyncio.run(engine(server.base_url, seeds, case.rows, case.concurrency, **kwargs))
+                got["failed_first"] = f"{type(exc).__name__}: {exc}"[:300]
+            stats = server.stats()
+            got["calls"] = stats["completions"]
+            got["max_in_flight_at_server"] = stats["max_in_flight"]
+            calls_per_row = got["calls"] / case.rows
+            results[label] = got
+        for transport in case.naive_transports:
+            label = "naive" if transport == "httpx" else f"naive_{transport}"
+            calls = round(case.rows * calls_per_row)
+            results[label] = asyncio.run(naive(server.base_url, calls, case.concurrency, transport=transport))
+        for got in results.values():
+            got["calls_per_s"] = got["calls"] / got["elapsed_s"]
+        base = results["naive"]
+        for label, got in results.items():
+            got["ratio_to_naive"] = got["calls_per_s"] / base["calls_per_s"]
             rounds.setdefault(label, []).append(got)
-    case: dict[str, Any] = {"case": name, "concurrency": concurrency, "latency": latency, "repeat": repeat}
-    case["limit_rows_per_s"] = limit
+    out: dict[str, Any] = {"case": case.name, "concurrency": case.concurrency, "latency": latency}
+    out.update(repeat=repeat, rows=case.rows, calls_per_row=calls_per_row, limit_calls_per_s=limit)
     for label, runs in rounds.items():
         summary: dict[str, Any] = {
-            "rows": rows,
+            "calls_per_s": statistics.median(r["calls_per_s"] for r in runs),
             "rows_per_s": statistics.median(r["rows_per_s"] for r in runs),
-            "cpu_ms_per_row": statistics.median(1000 * r["cpu_s"] / r["rows"] for r in runs),
-            "rounds_rows_per_s": [round(r["rows_per_s"], 1) for r in runs],
+            "cpu_ms_per_call": statistics.median(1000 * r["cpu_s"] / r["calls"] for r in runs),
+            "ratio_to_naive": statistics.median(r["ratio_to_naive"] for r in runs),
+            "rounds_calls_per_s": [round(r["calls_per_s"], 1) for r in runs],
+            "rounds_ratio_to_naive": [round(r["ratio_to_naive"], 3) for r in runs],
         }
-        if label != "naive":
-            summary["ratio_to_naive"] = statistics.median(r["ratio_to_naive"] for r in runs)
-            summary["rounds_ratio_to_naive"] = [round(r["ratio_to_naive"], 3) for r in runs]
+        if "max_in_flight_at_server" in runs[0]:
             summary["max_in_flight_at_server"] = max(r["max_in_flight_at_server"] for r in runs)
         if limit:
-            summary["fraction_of_limit"] = summary["rows_per_s"] / limit
-        case[label] = summary
-    return case
+            summary["fraction_of_limit"] = summary["calls_per_s"] / limit
+        out[label] = summary
+    return out
 
 
 def profile_zero_latency(server: ServerProcess, seeds: Path, rows: int, concurrency: int) -> str:
@@ -179,7 +235,7 @@ def profile_zero_latency(server: ServerProcess, seeds: Path, rows: int, concurre
     server.configure(latency={"mean_ms": 0.0, "jitter_ms": 0.0, "straggler_rate": 0.0})
     profiler = Profiler(async_mode="disabled", interval=0.001)
     profiler.start()
-    asyncio.run(engine(server.base_url, seeds, rows, concurrency))
+    asyncio.run(engine(server.base_url, seeds, rows, concurrency, workers=1))
     profiler.stop()
     tree = profiler.output_text(unicode=False, color=False, show_all=False)
     flat = profiler.output_text(unicode=False, color=False, flat=True)
@@ -202,6 +258,10 @@ def self_time_by_package(profiler: Any) -> dict[str, float]:
     groups = {
         "site-packages/openai/": "openai SDK",
         "site-packages/httpx": "httpx/httpcore/anyio (HTTP)",
+        "site-packages/aiohttp": "aiohttp (HTTP)",
+        "site-packages/multidict": "aiohttp (HTTP)",
+        "site-packages/yarl": "aiohttp (HTTP)",
+        "openai/_vendor/httpx_aiohttp": "aiohttp (HTTP)",
         "site-packages/httpcore": "httpx/httpcore/anyio (HTTP)",
         "site-packages/anyio": "httpx/httpcore/anyio (HTTP)",
         "site-packages/h11": "httpx/httpcore/anyio (HTTP)",
@@ -230,48 +290,85 @@ def self_time_by_package(profiler: Any) -> dict[str, float]:
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
+def cases(rows: int, zero_rows: int, coevol_rows: int, workers: int) -> list[Case]:
+    jitter = {"mean_ms": 200.0, "jitter_ms": 50.0}
+    zero = {"mean_ms": 0.0, "jitter_ms": 0.0}
+    both = {"synth_w1": {"workers": 1}, f"synth_w{workers}": {"workers": workers}}
+    many = {f"synth_w{workers}": {"workers": workers}}
+    return [
+        Case("C64_200ms", 64, jitter, rows, both),
+        Case("C128_200ms", 128, jitter, rows, many),
+        Case("C32_200ms", 32, jitter, rows, many),
+        Case("C64_stragglers", 64, {**jitter, "straggler_rate": 0.05, "straggler_factor": 10.0}, rows, many),
+        Case("C64_zero_latency", 64, zero, zero_rows, both),
+        Case(
+            "C64_zero_latency_knobs",
+            64,
+            zero,
+            zero_rows,
+            {
+                "synth_w1_no_checkpoints": {"workers": 1, "checkpoints": False},
+                "synth_w1_no_checkpoints_no_cache": {"workers": 1, "checkpoints": False, "cache": False},
+            },
+            naive_transports=("httpx",),
+        ),
+        Case(
+            "coevol_C64_200ms",
+            64,
+            jitter,
+            coevol_rows,
+            {f"synth_w{workers}": {"workers": workers, "graph": "coevol"}},
+            seeds="coevol",
+            naive_transports=("httpx",),
+        ),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--zero-rows", type=int, default=1000, help="rows for the zero-latency cases")
+    parser.add_argument("--zero-rows", type=int, default=2000, help="rows for the zero-latency cases")
+    parser.add_argument(
+        "--coevol-rows", type=int, default=300, help="rows for the CoEvol case (~10 calls each)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes of the multi-worker variant")
     parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
     parser.add_argument("--profile", action="store_true", help="also profile the zero-latency engine")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds per case (medians are reported)")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds per case (medians are reported)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    every = [{"checkpoints": True, "cache": True}]
-    knobs = [*every, {"checkpoints": False, "cache": True}, {"checkpoints": False, "cache": False}]
-    cases: list[tuple[str, int, dict[str, Any], list[dict[str, bool]], int]] = [
-        ("C32_200ms", 32, {"mean_ms": 200.0, "jitter_ms": 50.0}, knobs, args.rows),
-        ("C64_200ms", 64, {"mean_ms": 200.0, "jitter_ms": 50.0}, every, args.rows),
-        (
-            "C32_200ms_stragglers",
-            32,
-            {"mean_ms": 200.0, "jitter_ms": 50.0, "straggler_rate": 0.05, "straggler_factor": 10.0},
-            every,
-            args.rows,
-        ),
-        ("C32_zero_latency", 32, {"mean_ms": 0.0, "jitter_ms": 0.0}, knobs, args.zero_rows),
+    todo = [
+        c
+        for c in cases(args.rows, args.zero_rows, args.coevol_rows, args.workers)
+        if not args.only or c.name in args.only
     ]
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp, ServerProcess(responder=RESPONDER) as server:
-        # Warm-up: the first run imports the OpenAI client stack (~1 s of CPU) — not a per-row cost.
-        warm = write_seeds(Path(tmp) / "warm.jsonl", 20)
-        asyncio.run(engine(server.base_url, warm, 20, 4))
-        asyncio.run(naive(server.base_url, 20, 4))
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        seeds = write_seeds(Path(tmp) / "seeds.jsonl", max(args.rows, args.zero_rows))
-        with ServerProcess(responder=RESPONDER) as server:
-            for name, concurrency, latency, variants, rows in cases:
-                if args.only and name not in args.only:
-                    continue
-                latency = {"straggler_rate": 0.0, "straggler_factor": 10.0, **latency}
-                case = bench_case(name, server, seeds, rows, concurrency, latency, variants, args.repeat)
-                results.append(case)
-                print_case(case)
-            if args.profile:
-                print(profile_zero_latency(server, seeds, args.zero_rows, 32)[:6000])
+        inputs = {
+            "text": write_seeds(Path(tmp) / "seeds.jsonl", max(args.rows, args.zero_rows)),
+            "coevol": write_coevol_seeds(Path(tmp) / "coevol.jsonl", args.coevol_rows),
+        }
+        for responder, group in (
+            (RESPONDER, [c for c in todo if c.seeds == "text"]),
+            (COEVOL_RESPONDER, [c for c in todo if c.seeds == "coevol"]),
+        ):
+            if not group and not (args.profile and responder == RESPONDER):
+                continue
+            with ServerProcess(responder=responder) as server:
+                # Warm-up: the first run imports the client stacks (~1 s of CPU): not a per-call cost.
+                server.configure(latency={"mean_ms": 0.0, "jitter_ms": 0.0, "straggler_rate": 0.0})
+                graph = GRAPH if responder == RESPONDER else "coevol"
+                asyncio.run(
+                    engine(server.base_url, inputs[group[0].seeds if group else "text"], 10, 4, graph=graph)
+                )
+                asyncio.run(naive(server.base_url, 20, 4))
+                for case in group:
+                    got = bench_case(case, server, inputs[case.seeds], args.repeat)
+                    results.append(got)
+                    print_case(got)
+                if args.profile and responder == RESPONDER:
+                    print(profile_zero_latency(server, inputs["text"], args.zero_rows, 64)[:6000])
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "load_avg_before": load_before,
@@ -284,16 +381,17 @@ def main() -> None:
 
 
 def print_case(case: dict[str, Any]) -> None:
-    limit = case["limit_rows_per_s"]
-    title = f"\n{case['case']}  (C={case['concurrency']}"
-    print(title + (f", limit {limit:.0f} rows/s)" if limit else ", CPU bound)"))
-    print(f"  {'client':<28}{'rows/s':>9}{'of limit':>10}{'vs naive':>10}{'cpu ms/row':>12}")
+    limit = case["limit_calls_per_s"]
+    title = f"\n{case['case']}  (C={case['concurrency']}, {case['rows']} rows"
+    title += f", {case['calls_per_row']:.1f} calls/row"
+    print(title + (f", limit {limit:.0f} calls/s)" if limit else ", CPU bound)"))
+    print(f"  {'client':<34}{'calls/s':>9}{'of limit':>10}{'vs naive':>10}{'cpu ms/call':>13}")
     for label, got in case.items():
-        if not isinstance(got, dict) or "rows_per_s" not in got:
+        if not isinstance(got, dict) or "calls_per_s" not in got:
             continue
         frac = f"{got['fraction_of_limit']:.2f}" if "fraction_of_limit" in got else "-"
-        ratio = f"{got.get('ratio_to_naive', 1.0):.2f}"
-        print(f"  {label:<28}{got['rows_per_s']:>9.1f}{frac:>10}{ratio:>10}{got['cpu_ms_per_row']:>12.2f}")
+        ratio = f"{got['ratio_to_naive']:.2f}"
+        print(f"  {label:<34}{got['calls_per_s']:>9.1f}{frac:>10}{ratio:>10}{got['cpu_ms_per_call']:>13.2f}")
 
 
 if __name__ == "__main__":

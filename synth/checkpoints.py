@@ -84,7 +84,7 @@ class InlineSqliteSaver(SqliteSaver):
     @classmethod
     @contextlib.contextmanager
     def open(cls, path: Path | str, *, hold_start: bool = True) -> Iterator[InlineSqliteSaver]:
-        conn = sqlite3.connect(str(path), check_same_thread=False)
+        conn = sqlite3.connect(str(path), check_same_thread=False, timeout=60.0)  # --workers share it
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")

@@ -154,6 +154,14 @@ def run(
     fail_on_error: Annotated[
         bool, typer.Option(help="Exit with status 3 when some rows failed (default: 0 if any row succeeded).")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing the run (default: min(cores, 4) for openai: backends given >= 32 "
+            "calls and >= 1000 rows per worker, else 1). --max-calls and --concurrency are split among them.",
+        ),
+    ] = None,
 ) -> None:
     """Run GRAPH over the input rows into a run folder; re-running the same command resumes.
 
@@ -191,6 +199,7 @@ def run(
         ray_address=address,
         ray_block_rows=ray_block_rows,
         ray_actors=ray_actors,
+        workers=workers,
     )
     from synth import console as terminal
 

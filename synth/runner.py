@@ -107,6 +107,7 @@ class Runner:
         on_skip: Callable[[], None] | None = None,
         occurrences: Mapping[str, int] | None = None,
         skip: Collection[str] = (),
+        shard: tuple[int, int] | None = None,
     ) -> RunSummary:
         """Process ``rows`` (lazily consumed). ``retry_failed`` re-runs only rows stored as failed.
 
@@ -115,6 +116,8 @@ class Runner:
         A slice of a larger input (a Ray block) passes ``occurrences``: how often each row key occurred
         before the slice, so identical rows get the ids a whole-input run gives them; and ``skip``: ids
         already stored elsewhere (the run's merged store), treated like records of this store.
+        ``shard=(i, n)`` runs only the rows whose input index is ``i`` modulo ``n`` (worker ``i`` of ``n``,
+        :mod:`synth.workers`); every row still counts for the ids of identical rows after it.
         """
         summary = RunSummary()
         started = time.perf_counter()
@@ -136,6 +139,7 @@ class Runner:
                     on_skip=on_skip,
                     occurrences=Counter(occurrences or {}),
                     skip=skip,
+                    shard=shard,
                 )
             finally:
                 await queue.put(None)
@@ -156,6 +160,7 @@ class Runner:
         on_skip: Callable[[], None] | None,
         occurrences: Counter[str],
         skip: Collection[str],
+        shard: tuple[int, int] | None = None,
     ) -> None:
         failed = self.store.failed_ids()
         done = self.store.finished_ids() | (set() if retry_failed else failed) | set(skip)
@@ -168,9 +173,13 @@ class Runner:
                 if limit is not None and index >= limit:
                     break
                 key = row_key(row.data)
-                tid = trajectory_id(key, occurrences[key], self.fingerprint)
+                occurrence = occurrences[key]
                 occurrences[key] += 1
+                tid = trajectory_id(key, occurrence, self.fingerprint)
+                # every row, not only this worker's shard: a row that moved to another shard's line is kept
                 lines[row.source] = tid
+                if shard is not None and index % shard[1] != shard[0]:
+                    continue
                 if tid in done or (retry_failed and tid not in failed and row.source not in failed_lines):
                     summary.skipped += 1
                     if on_skip is not None:
@@ -180,7 +189,7 @@ class Runner:
                     await queue.put(self._trajectory(tid, row, {}, error=row.error))
                     continue
                 await slots.acquire()
-                scope = f"{key}#{occurrences[key] - 1}"
+                scope = f"{key}#{occurrence}"
                 task = asyncio.create_task(self._run_row(compiled, tid, scope, row, queue))
                 tasks.add(task)
                 task.add_done_callback(lambda t: _row_done(t, slots, tasks))

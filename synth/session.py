@@ -94,6 +94,8 @@ class RunRequest(BaseModel):
     ray_address: str | None = None
     ray_block_rows: int = Field(default=100, ge=1)
     ray_actors: int = Field(default=2, ge=1)
+    #: Worker processes on this machine (``synth.workers``); None: :func:`synth.workers.auto_workers`.
+    workers: int | None = Field(default=None, ge=1)
 
 
 def resolve_graph(ref: str) -> SynthGraph:
@@ -283,13 +285,15 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
                     "fingerprint": fingerprint,
                 }
                 store.write_config(config, fingerprint)
-                if request.cache and request.executor == "asyncio":  # Ray: one cache per block
+                workers = resolve_workers(request, models.specs)
+                # Ray: one cache per block; --workers: one connection per worker, opened in the worker
+                if request.cache and request.executor == "asyncio" and workers == 1:
                     cache = CallCache(folder / CACHE_FILE)
                     stack.callback(cache.close)  # runs first: flushes the cache before the lock goes
                     for client in models.clients():
                         client.cache = cache
                 log.event("run_start", config=config, already=store.counts())
-                summary = await _run(request, graph, models, store, log, console)
+                summary = await _run(request, graph, models, store, log, console, workers)
             except BaseException as exc:
                 log.event("run_aborted", error=f"{type(exc).__name__}: {exc}"[:1000])
                 raise
@@ -312,8 +316,38 @@ def _reset(store: RunStore) -> None:
     shutil.rmtree(store.folder / SHARDS_DIR, ignore_errors=True)  # Ray shards, manifest and block folders
 
 
+def resolve_workers(request: RunRequest, specs: dict[str, str]) -> int:
+    """``request.workers``, checked against the options it cannot go with, or the automatic rule."""
+    from synth.workers import auto_workers
+
+    if request.workers is None:
+        if request.executor != "asyncio" or request.trace:
+            return 1
+        rows = count_rows(request.input) if request.input.is_file() else None
+        if request.limit is not None:
+            rows = request.limit if rows is None else min(rows, request.limit)
+        return auto_workers(specs, request.max_calls, rows)
+    if request.workers > 1:
+        if request.executor != "asyncio":
+            raise SynthError("--workers runs on the asyncio executor; with --executor ray use --ray-actors")
+        if request.trace:
+            raise SynthError("--trace prints every node from one process: use it with --workers 1")
+        if request.workers > request.max_calls:
+            raise SynthError(
+                f"--workers {request.workers} with --max-calls {request.max_calls}: each worker needs at "
+                "least one call slot (the limit is split between them); lower --workers or raise --max-calls"
+            )
+    return request.workers
+
+
 async def _run(
-    request: RunRequest, graph: SynthGraph, models: ModelSet, store: RunStore, log: RunLog, console: Console
+    request: RunRequest,
+    graph: SynthGraph,
+    models: ModelSet,
+    store: RunStore,
+    log: RunLog,
+    console: Console,
+    workers: int = 1,
 ) -> RunSummary:
     runner = Runner(
         graph,
@@ -336,6 +370,20 @@ async def _run(
                 summary = await run_on_ray(
                     request, store, runner.fingerprint, on_record=bar.on_record, on_skip=bar.on_skip
                 )
+            elif workers > 1:
+                from synth.workers import folder_work, run_workers
+
+                started = time.perf_counter()
+                summary = await run_workers(
+                    workers,
+                    folder_work(request, graph, store.folder, workers),
+                    on_record=bar.on_record,
+                    on_skip=bar.on_skip,
+                    on_start=lambda index, pid: log.event(
+                        "worker_start", index=index, pid=pid, workers=workers
+                    ),
+                )
+                summary.elapsed_s = time.perf_counter() - started
             else:
                 summary = await runner.run(
                     read_rows(request.input, graph.seed_model, max_field_bytes=request.max_field_bytes),

@@ -109,7 +109,8 @@ class RunStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.db_path = self.folder / "records.sqlite"
-        self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+        # timeout: with --workers N, N processes commit to this file; a writer waits for the others.
+        self._db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None, timeout=60.0)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)

@@ -1,0 +1,71 @@
+"""The aiohttp transport under ``openai:`` backends: one pool per event loop, errors keep their kind."""
+
+from __future__ import annotations
+
+import asyncio
+
+from autogen_core.models import UserMessage
+
+from synth.models import ClientOptions, make_client
+from synth.models.transport import PerLoopTransport
+from synth.testing.openai_server import OpenAIServer
+
+MESSAGES = [UserMessage(content="hello", source="user")]
+
+
+def test_one_client_serves_several_event_loops_each_with_its_own_pool(openai_server: OpenAIServer) -> None:
+    client = make_client(f"openai:m@{openai_server.base_url}", ClientOptions(max_retries=0))
+    http = client.inner._client._client  # type: ignore[attr-defined]  # JsonBodyClient -> AsyncOpenAI -> http
+    transport = http._transport
+    assert isinstance(transport, PerLoopTransport)  # the aiohttp extra is a dependency
+
+    async def one_call() -> int:
+        await client.create(MESSAGES)
+        return len(transport._by_loop)
+
+    # asyncio.run closes its loop: a pool bound to the first loop must not be reused by the second.
+    assert asyncio.run(one_call()) == 1
+    assert asyncio.run(one_call()) == 1  # the first loop is gone, and its pool with it
+    assert openai_server.stats()["completions"] == 2
+
+    async def close() -> None:
+        await client.create(MESSAGES)
+        await client.close()
+        assert len(transport._by_loop) == 0
+
+    asyncio.run(close())
+
+
+async def test_a_reset_connection_is_a_connection_error_not_a_timeout(openai_server: OpenAIServer) -> None:
+    client = make_client(f"openai:m@{openai_server.base_url}", ClientOptions(backoff_base_s=0.0))
+    openai_server.set_faults(fail_first=1, fail_first_with="reset")
+    await client.create(MESSAGES)
+    assert client.stats().errors == {"APIConnectionError": 1}
+    await client.close()
+
+
+async def test_the_body_posted_without_the_sdk_transform_is_the_sdk_body(openai_server: OpenAIServer) -> None:
+    """``JsonBodyClient`` posts what ``chat.completions.create`` would: same fields, options applied."""
+    from pydantic import BaseModel
+
+    class Out(BaseModel):
+        answer: str
+
+    client = make_client(f"openai:m@{openai_server.base_url}", ClientOptions(max_retries=0))
+    sdk = client.inner._client._sdk  # type: ignore[attr-defined]
+    args = {"temperature": 0.5, "seed": 3, "extra_body": {"top_k": 4}, "timeout": 30.0}
+    openai_server.script('{"answer": "a"}')
+    await client.create(MESSAGES, json_output=Out, extra_create_args=args)
+    ours = openai_server.requests[-1]
+    await sdk.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "name": "user", "content": "hello"}],
+        response_format=ours["response_format"],
+        stream=False,
+        temperature=0.5,
+        seed=3,
+        extra_body={"top_k": 4},
+    )
+    theirs = openai_server.requests[-1]
+    assert ours == theirs and ours["top_k"] == 4 and ours["response_format"]["type"] == "json_schema"
+    await client.close()

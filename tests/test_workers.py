@@ -1,0 +1,206 @@
+"""``synth run --workers N``: worker processes share one run folder, exactly once, with resume.
+
+The same graphs and loopback server as the one-process tests (``test_resume.py``, ``test_chaos.py``):
+records must be identical to a one-process run's, the call limit must hold across workers, a SIGKILL of
+one worker must lose nothing that a re-run does not finish, and no row may ever be stored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from synth.errors import SynthError
+from synth.logs import read_events
+from synth.session import RunRequest, resolve_workers, run_session
+from synth.store import RunStore
+from synth.testing.graphs import echo_responder
+from synth.testing.openai_server import OpenAIServer
+from synth.testing.replies import Reply
+from synth.workers import auto_workers, merge_client_stats, share
+
+ROWS = 40
+
+
+def seeds(tmp_path: Path, rows: int = ROWS, *, duplicates: bool = False) -> Path:
+    path = tmp_path / "seeds.jsonl"
+    texts = [f"row {i % 7 if duplicates else i}" for i in range(rows)]
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return path
+
+
+def request(server: OpenAIServer, path: Path, out: Path, **changes: Any) -> RunRequest:
+    fields: dict[str, Any] = {
+        "graph": "synth.testing.graphs:CHAIN",
+        "input": path,
+        "out": out,
+        "models": {"default": f"openai:m@{server.base_url}"},
+        "concurrency": 8,
+        "max_calls": 6,
+        **changes,
+    }
+    return RunRequest(**fields)
+
+
+def outcome(folder: Path) -> dict[str, Any]:
+    store = RunStore(folder)
+    try:
+        return {
+            r.id: (r.status, r.seed, r.result, [(s.role, s.node, s.output, s.ok) for s in r.steps])
+            for r in store.iter_records()
+        }
+    finally:
+        store.close()
+
+
+def stored_ids(folder: Path) -> list[str]:
+    db = sqlite3.connect(folder / "records.sqlite")
+    try:
+        return [row[0] for row in db.execute("SELECT id FROM records")]
+    finally:
+        db.close()
+
+
+def test_two_workers_write_what_one_process_writes_within_the_global_call_limit(tmp_path: Path) -> None:
+    path = seeds(tmp_path, duplicates=True)  # identical rows: ids must match a one-process run's
+    with OpenAIServer(echo_responder, latency=0.02) as server:
+        one, _ = asyncio.run(run_session(request(server, path, tmp_path / "one", workers=1)))
+        server.reset_counters()
+        two, folder = asyncio.run(run_session(request(server, path, tmp_path / "two", workers=2)))
+        assert server.stats()["max_in_flight"] <= 6  # --max-calls is global: 3 + 3
+    assert two.counts == one.counts and two.counts["ok"] == ROWS
+    assert outcome(folder) == outcome(tmp_path / "one")
+    starts = [e for e in read_events(folder / "log.jsonl") if e["event"] == "worker_start"]
+    assert sorted(e["index"] for e in starts) == [0, 1] and len({e["pid"] for e in starts}) == 2
+    assert all(e["pid"] != os.getpid() for e in starts)
+    assert next(iter(two.clients.values()))["ok"] == 3 * ROWS  # merged client stats of both workers
+    again, _ = asyncio.run(run_session(request(server, path, folder, workers=2)))
+    assert again.written == 0 and again.skipped == ROWS
+
+
+def test_failures_under_faults_are_rows_too_with_two_workers(tmp_path: Path) -> None:
+    """A shorter chaos run (test_chaos.py) split between two workers: every row exactly once."""
+
+    def responder(req: dict[str, Any]) -> Reply | str:
+        if "DOOMED" in req["messages"][1]["content"]:
+            return Reply(status=503, error="overloaded")
+        return echo_responder(req)
+
+    texts = ["row 5 DOOMED" if i == 5 else f"row {i}" for i in range(120)]
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    with OpenAIServer(responder) as server:
+        server.set_faults(
+            error_500=0.1, rate_limit_429=0.05, malformed=0.05, reset=0.02, retry_after_s=0.02, seed=3
+        )
+        changes = {"graph": "synth.testing.graphs:ECHO", "retries": 4, "backoff": 0.01, "workers": 2}
+        summary, folder = asyncio.run(run_session(request(server, path, tmp_path / "run", **changes)))
+    ids = stored_ids(folder)
+    assert len(ids) == len(set(ids)) == 120 == summary.written
+    records = {r.seed["text"]: r for r in RunStore(folder).iter_records()}
+    assert records["row 5 DOOMED"].status == "failed"
+    assert all(r.result["answer"] == f"echo({t})" for t, r in records.items() if r.status == "ok")
+    failed = [e["id"] for e in read_events(folder / "log.jsonl") if e["event"] == "row_failed"]
+    assert sorted(failed) == sorted(r.id for r in records.values() if r.status == "failed")
+
+
+def test_a_killed_worker_loses_nothing_a_rerun_does_not_finish(tmp_path: Path) -> None:
+    rows = 60
+    path = seeds(tmp_path, rows)
+    with OpenAIServer(echo_responder, latency=0.05) as server:
+        reference, _ = asyncio.run(run_session(request(server, path, tmp_path / "reference", workers=1)))
+        assert reference.counts["ok"] == rows
+        out = tmp_path / "run"
+        cmd = [
+            sys.executable, "-m", "synth", "run", "synth.testing.graphs:CHAIN", "--input", str(path),
+            "--out", str(out), "--model", f"openai:m@{server.base_url}", "--concurrency", "4",
+            "--max-calls", "4", "--workers", "2",
+        ]  # fmt: skip
+        process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for(lambda: len(_stored(out)) >= 6, what="the first records")
+            workers = {
+                e["index"]: e["pid"] for e in read_events(out / "log.jsonl") if e["event"] == "worker_start"
+            }
+            os.kill(workers[0], signal.SIGKILL)
+            _, err = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode != 0
+        assert "worker 0" in err and "SIGKILL" in err and "re-run" in err, err
+        interrupted = _stored(out)
+        assert 0 < len(interrupted) < rows  # worker 1 finished its half; worker 0's rows are missing
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+    ids = stored_ids(out)
+    assert len(ids) == len(set(ids)) == rows
+    assert outcome(out) == outcome(tmp_path / "reference")
+    db = sqlite3.connect(out / "checkpoints.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0] == 0  # every finished row's are gone
+    db.close()
+
+
+def _stored(folder: Path) -> list[str]:
+    if not (folder / "records.sqlite").exists():
+        return []
+    try:
+        return stored_ids(folder)
+    except sqlite3.OperationalError:  # created, no table yet
+        return []
+
+
+def _wait_for(condition: Any, *, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+# -- the rules ---------------------------------------------------------------------------------------------
+def test_the_call_limit_is_split_evenly_and_adds_up() -> None:
+    for total in (1, 5, 64, 127):
+        for n in (1, 2, 3, 4):
+            parts = [share(total, n, i) for i in range(n)]
+            assert sum(parts) == total and max(parts) - min(parts) <= 1
+
+
+def test_automatic_workers_only_when_there_is_work_to_share() -> None:
+    openai_ = {"default": "openai:m@http://127.0.0.1:8000/v1"}
+    assert auto_workers(openai_, 256, 100_000, cores=16) == 4
+    assert auto_workers(openai_, 64, 100_000, cores=2) == 2
+    assert auto_workers(openai_, 64, None, cores=8) == 2  # 32 call slots per worker at least
+    assert auto_workers(openai_, 32, 100_000, cores=8) == 1
+    assert auto_workers(openai_, 256, 1500, cores=8) == 1  # a small input: start-up would dominate
+    assert auto_workers({**openai_, "judge": "local:gemma-3-270m"}, 256, None, cores=8) == 1
+
+
+def test_workers_refuse_options_they_cannot_serve(tmp_path: Path) -> None:
+    base = {"graph": "g", "input": tmp_path / "in.jsonl", "out": tmp_path / "o", "max_calls": 4}
+    specs = {"default": "openai:m"}
+    with pytest.raises(SynthError, match="--trace"):
+        resolve_workers(RunRequest(**base, workers=2, trace=True), specs)
+    with pytest.raises(SynthError, match="--ray-actors"):
+        resolve_workers(RunRequest(**base, workers=2, executor="ray"), specs)
+    with pytest.raises(SynthError, match="call slot"):
+        resolve_workers(RunRequest(**base, workers=8), specs)
+    assert resolve_workers(RunRequest(**base, trace=True), specs) == 1
+
+
+def test_client_stats_of_workers_merge() -> None:
+    one = {"calls": 2, "ok": 2, "errors": {"RateLimitError": 1}, "mean_latency_s": 1.0, "max_in_flight": 3}
+    two = {"calls": 4, "ok": 2, "errors": {"TimeoutError": 2}, "mean_latency_s": 2.0, "max_in_flight": 2}
+    merged = merge_client_stats(merge_client_stats(None, one), two)
+    assert merged["calls"] == 6 and merged["mean_latency_s"] == 1.5
+    assert merged["errors"] == {"RateLimitError": 1, "TimeoutError": 2}
