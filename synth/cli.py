@@ -210,7 +210,8 @@ def run(
             terminal.print_interrupted(console, out)
             raise typer.Exit(terminal.EXIT_INTERRUPTED) from None
     console.print(
-        f"[bold]{folder}[/]: wrote {summary.written} ({dict(summary.counts)}), skipped {summary.skipped} "
+        f"[bold]{folder}[/]: wrote {summary.written} ({_in_status_order(summary.counts)}), "
+        f"skipped {summary.skipped} "
         f"already done, {summary.usage.total_tokens} tokens in {summary.elapsed_s:.1f}s"
     )
     terminal.print_failure_summary(console, folder, terminal.failures_since_last_start(folder / "log.jsonl"))
@@ -254,3 +255,10 @@ def main() -> None:
         # unwrapped: paths stay greppable; escaped: brackets in messages (pip extras, paths) are not markup
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(2) from None
+
+
+def _in_status_order(counts: dict[str, int]) -> dict[str, int]:
+    """Counts as ok, failed, filtered: a fixed order, whichever row finished first."""
+    order = ("ok", "failed", "filtered")
+    return dict(sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+

@@ -188,7 +188,9 @@ def build_openai_client(
     if base_url:
         kwargs["base_url"] = base_url
     kwargs.update(options.backend_options)
-    if "http_client" not in kwargs:  # the aiohttp transport: less than half the client CPU per call
+    # The aiohttp transport costs less than half the client CPU per call, but aiohttp refuses a URL with
+    # credentials (user:password@) beside the SDK's Authorization header: such a URL keeps httpx.
+    if "http_client" not in kwargs and not urlsplit(base_url or "").username:
         kwargs["http_client"] = http_client()
     if logprobs == "vllm":
         from synth.models.openai_logprobs import VllmScoringClient
