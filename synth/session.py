@@ -238,8 +238,8 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
             "--retry-failed runs on the asyncio executor: drop --executor ray (both executors share the run "
             "folder's records, so the retried rows land in the same store)"
         )
-    check_input(request.input, folder_ok=request.executor == "ray")  # a missing input leaves no folder
     graph = resolve_graph(request.graph)
+    check_input(request.input, folder_ok=request.executor == "ray")  # a missing input leaves no folder
     check_roles(graph, request.models)
     options = graph.resolve_options(request.options)
     models = build_models(request.models, request)  # before touching the folder: a bad spec or key fails here

@@ -140,8 +140,8 @@ def test_the_ray_reader_fails_the_same_lines_alone(tmp_path: Path) -> None:
 
 def test_a_folder_or_an_unknown_file_type_as_input_is_an_input_error(tmp_path: Path) -> None:
     (tmp_path / "dir").mkdir()
-    with pytest.raises(InputError, match="is a folder; pass one .jsonl or .parquet file"):
+    with pytest.raises(InputError, match=r"is a folder; pass one \.jsonl or \.parquet file"):
         list(read_rows(tmp_path / "dir"))
     (tmp_path / "seeds.csv").write_text("a,b\n")
-    with pytest.raises(InputError, match="unsupported file type '.csv'"):
+    with pytest.raises(InputError, match=r"unsupported file type '\.csv'"):
         list(read_rows(tmp_path / "seeds.csv"))
