@@ -43,7 +43,7 @@ __all__ = [
 EXPORT = OutputKind(
     "synth export",
     "README.md",
-    EXPORT_MARK,
+    (EXPORT_MARK, "Synthesized with synth (pip install agentsynth) by the"),  # the latter: older cards
     owns=lambda entry: (
         (entry.name == "README.md" and entry.is_file())
         or (entry.name == "data" and entry.is_dir() and all(f.suffix == ".parquet" for f in entry.iterdir()))

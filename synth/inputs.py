@@ -38,15 +38,28 @@ class SeedRow:
     error: str | None = None
 
 
-def check_input(path: Path | str) -> Path:
-    """``path`` if it is a readable input file; else the error ``synth run`` gives before it creates
-    anything (a missing input must not leave an empty run folder behind)."""
+def check_input(path: Path | str, *, folder_ok: bool = False) -> Path:
+    """``path`` if it is a readable input; else the error ``synth run`` gives before it creates anything
+    (a missing input must not leave an empty run folder behind). ``folder_ok``: the Ray executor also
+    reads a folder of parquet files or a ``save_to_disk`` folder."""
     path = Path(path)
     if not path.exists():
         raise InputError(f"input file {path} does not exist")
+    if path.is_dir():
+        if folder_ok:
+            return path
+        raise InputError(
+            f"input {path} is a folder; pass one .jsonl or .parquet file (a folder of parquet files or a "
+            "datasets save_to_disk folder is read by --executor ray)"
+        )
     suffix = path.suffix.lower()
-    if path.is_file() and suffix not in (".jsonl", ".json", ".ndjson", ".parquet"):
+    if suffix not in (".jsonl", ".json", ".ndjson", ".parquet"):
         raise InputError(f"input {path}: unsupported file type {suffix!r}; use .jsonl or .parquet")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise InputError(f"input file {path} cannot be read: {exc.strerror}") from None
     return path
 
 

@@ -17,11 +17,12 @@ from synth.errors import RunFolderError
 
 @dataclass(frozen=True)
 class OutputKind:
-    """What a command writes: its name, the file carrying ``mark``, and which entries it may replace."""
+    """What a command writes: its name, the file carrying one of ``marks``, and which entries it may
+    replace (older versions' marks included, so their outputs are still recognised)."""
 
     name: str  # "synth export", "synth report"
     main_file: str
-    mark: str
+    marks: tuple[str, ...]
     owns: Callable[[Path], bool]  # an entry (file or folder) of an earlier output of this kind
 
 
@@ -29,7 +30,10 @@ def is_output_of(kind: OutputKind, target: Path) -> bool:
     """Whether ``target`` is an earlier output of ``kind``: its main file carries the mark and every entry
     is one the command writes."""
     main = target / kind.main_file
-    if not main.is_file() or kind.mark not in main.read_text(encoding="utf-8", errors="replace"):
+    if not main.is_file():
+        return False
+    text = main.read_text(encoding="utf-8", errors="replace")
+    if not any(mark in text for mark in kind.marks):
         return False
     return all(kind.owns(entry) for entry in target.iterdir())
 

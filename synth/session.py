@@ -11,7 +11,6 @@ import contextlib
 import importlib
 import importlib.util
 import shutil
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +31,7 @@ from rich.text import Text
 from synth.batch_progress import BatchProgress
 from synth.cache import CallCache
 from synth.console import FailureLines, route_library_logs
-from synth.errors import RunFolderError, SynthError
+from synth.errors import SynthError
 from synth.graph import ModelSet, SynthGraph
 from synth.inputs import (
     DEFAULT_MAX_FIELD_BYTES,
@@ -46,6 +45,7 @@ from synth.inputs import (
 from synth.logs import RunLog, error_kind
 from synth.models.reply_guard import DEFAULT_MAX_REPLY_BYTES
 from synth.registry import available, load_graph
+from synth.run_folder import open_folder
 from synth.runner import Runner, RunSummary, run_fingerprint
 from synth.store import RunStore, open_locked
 from synth.trace import NodeTrace
@@ -173,73 +173,6 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
     return ModelSet(default=clients[specs["default"]], by_role=by_role, specs=public)
 
 
-def open_folder(
-    request: RunRequest, graph: SynthGraph, fingerprint: str, source: dict[str, str]
-) -> tuple[Path, list[dict[str, str]], bool]:
-    """The folder to write, the input files it is then made from, and whether its records must go.
-
-    Refuses a changed configuration, or an input the folder was not made from, unless ``--force``
-    (reset), ``--new`` (the next free NAME-2, NAME-3...) or, for the input, ``--add-input``."""
-    folder = request.out
-    if request.new:
-        n = 1
-        while _conflict(folder, fingerprint, source, request.add_input) is not None:
-            n += 1
-            folder = request.out.with_name(f"{request.out.name}-{n}")
-    reason = _conflict(folder, fingerprint, source, request.add_input)
-    if reason is not None and not request.force:
-        raise RunFolderError(reason)
-    if reason is not None:
-        return folder, [source], True
-    inputs = recorded_inputs(folder)
-    match = next((n for n, i in enumerate(inputs) if same_input(i, source)), None)
-    if match is None:
-        inputs.append(source)  # a new folder, or --add-input
-    elif same_input({"path": inputs[match]["path"]}, source):
-        inputs[match] = source  # the same file, maybe edited: its current hash
-    return folder, inputs, False
-
-
-def _conflict(folder: Path, fingerprint: str, source: dict[str, str], add_input: bool) -> str | None:
-    """Why ``folder`` may not take this run, or None. A folder without records has nothing to protect
-    (a run that stopped on a bad option value before its first row: the corrected command just runs)."""
-    existing = _fingerprint_of(folder)
-    if existing is None or not _has_records(folder):
-        return None
-    if existing != fingerprint:
-        return (
-            f"{folder} holds a run with another configuration (graph, options, models or templates changed). "
-            "Use --new to write to a new folder, --force to discard its records, or another --out."
-        )
-    recorded = recorded_inputs(folder)
-    if add_input or not recorded or any(same_input(i, source) for i in recorded):
-        return None
-    made_from = ", ".join(i["path"] for i in recorded)
-    return (
-        f"{folder} was made from {made_from} (its config.yaml records each input and its sha256); "
-        f"--input {source['path']} is a different file. Use --add-input to add its rows to this run, --new "
-        "to write a new folder, --force to discard the folder's records, or another --out."
-    )
-
-
-def _has_records(folder: Path) -> bool:
-    path = folder / "records.sqlite"
-    if not path.exists():
-        return False
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return db.execute("SELECT 1 FROM records LIMIT 1").fetchone() is not None
-    except sqlite3.DatabaseError:  # unreadable: treat as holding records, so nothing is reset silently
-        return True
-    finally:
-        db.close()
-
-
-def _fingerprint_of(folder: Path) -> str | None:
-    path = folder / "fingerprint"
-    return path.read_text().strip() if path.exists() else None
-
-
 async def run_session(request: RunRequest, console: Console | None = None) -> tuple[RunSummary, Path]:
     """Run ``request`` to completion; returns the summary and the folder written (``--new`` may pick one)."""
     console = console or Console(stderr=True, quiet=True)
@@ -248,8 +181,8 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
             "--retry-failed runs on the asyncio executor: drop --executor ray (both executors share the run "
             "folder's records, so the retried rows land in the same store)"
         )
-    check_input(request.input)  # before touching the folder: a missing input leaves nothing behind
     graph = resolve_graph(request.graph)
+    check_input(request.input, folder_ok=request.executor == "ray")  # a missing input leaves no folder
     check_roles(graph, request.models)
     options = graph.resolve_options(request.options)
     models = build_models(request.models, request)  # before touching the folder: a bad spec or key fails here

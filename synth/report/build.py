@@ -36,7 +36,7 @@ GENERATOR_MARK = '<meta name="generator" content="synth report">'
 REPORT = OutputKind(
     "synth report",
     "index.html",
-    GENERATOR_MARK,
+    (GENERATOR_MARK,),
     owns=lambda entry: entry.is_file() and (entry.name == "index.html" or entry.suffix == ".png"),
 )
 

@@ -8,9 +8,8 @@ and template variables (each must be a seed field, a built-in, or a node that ru
 
 from __future__ import annotations
 
-import collections
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from synth.spec.model import (
     START,
     GraphSpec,
 )
+from synth.spec.reach import Reach, components
 from synth.spec.schema import SchemaError, import_model, model_from_schema
 from synth.spec.templates import SpecRole, template_names
 from synth.trajectory import content_hash
@@ -126,7 +126,8 @@ def check(path: Path, raw: MarkedDict) -> Blueprint:
     )
     _nodes(checker, blueprint)
     _edges(checker, blueprint)
-    graph = _Graph(blueprint)
+    successors = {source: [e.to for e in edges if e.to != END] for source, edges in blueprint.edges.items()}
+    graph = Reach(blueprint.nodes, successors)
     _reachability(checker, blueprint, graph)
     _fanouts(checker, blueprint, graph)
     _loops(checker, blueprint, graph)
@@ -263,148 +264,7 @@ def _condition_names(
                 )
 
 
-class _Graph:
-    """Reachability over the spec's nodes (END left out), each fact in time about linear in the graph.
-
-    One search from START; strongly connected components (Tarjan) for "is this node in a cycle" and "which
-    nodes share its cycle"; "does A run before B" by a search from A that stops at B and never enters a
-    component that cannot lead to B. (The first version kept every node's reachable set: quadratic, a
-    2k-node chain took 35 s and a 10k-node one did not load in 3 minutes.)
-    """
-
-    def __init__(self, blueprint: Blueprint) -> None:
-        self.successors = {
-            source: [e.to for e in edges if e.to != END] for source, edges in blueprint.edges.items()
-        }
-        self.nodes = blueprint.nodes
-        self.from_start = self._reach(START)
-        self._asked: set[str] = set()
-        self._reached: dict[str, set[str]] = {}
-        self.component, self.members = _components(self.nodes, self.successors)
-        self.cyclic = {
-            node
-            for node in self.nodes
-            if len(self.members[self.component[node]]) > 1 or node in self.successors.get(node, [])
-        }
-
-    def _reach(self, start: str, skip: Iterable[str] = ()) -> set[str]:
-        seen: set[str] = set()
-        blocked = set(skip)
-        stack = [t for t in self.successors.get(start, []) if t not in blocked]
-        while stack:
-            node = stack.pop()
-            if node not in seen:
-                seen.add(node)
-                stack.extend(t for t in self.successors.get(node, []) if t not in blocked)
-        return seen
-
-    def reaches(self, source: str, target: str) -> bool:
-        """Whether a path of one edge or more leads from ``source`` to ``target`` (a node runs before it)."""
-        if self.component[source] == self.component[target]:
-            return source in self.cyclic
-        # Tarjan numbers a component after every component it reaches: a higher number is out of reach.
-        floor = self.component[target]
-        if self.component[source] < floor:
-            return False
-        if source in self._asked:  # asked again (every node reads the first one): keep its whole reach
-            if source not in self._reached:
-                self._reached[source] = self._reach(source)
-            return target in self._reached[source]
-        self._asked.add(source)
-        seen = {source}
-        stack = [source]
-        while stack:
-            for nxt in self.successors.get(stack.pop(), []):
-                if nxt == target:
-                    return True
-                if nxt not in seen and self.component[nxt] >= floor:
-                    seen.add(nxt)
-                    stack.append(nxt)
-        return False
-
-    def upstream(self, node: str) -> set[str]:
-        """Every node that runs before ``node`` (for error messages: a reverse search)."""
-        predecessors: dict[str, list[str]] = {}
-        for source, targets in self.successors.items():
-            if source != START:
-                for target in targets:
-                    predecessors.setdefault(target, []).append(source)
-        seen: set[str] = set()
-        stack = list(predecessors.get(node, []))
-        while stack:
-            current = stack.pop()
-            if current not in seen:
-                seen.add(current)
-                stack.extend(predecessors.get(current, []))
-        return seen
-
-    def cycle_through(self, node: str, skip: set[str]) -> list[str] | None:
-        """The shortest cycle through ``node`` that avoids ``skip``, as a node list, or None."""
-        parent: dict[str, str | None] = {node: None}
-        queue = collections.deque([node])
-        while queue:
-            current = queue.popleft()
-            for nxt in self.successors.get(current, []):
-                if nxt == node:
-                    path = [current]
-                    while (up := parent[path[-1]]) is not None:
-                        path.append(up)
-                    return [*reversed(path), node]
-                if nxt not in parent and nxt not in skip:
-                    parent[nxt] = current
-                    queue.append(nxt)
-        return None
-
-
-def _components(
-    nodes: Sequence[str], successors: dict[str, list[str]]
-) -> tuple[dict[str, int], list[list[str]]]:
-    """Strongly connected components (Tarjan, iterative: a 10k-node chain is 10k deep): each node's
-    component number, and the members of each. A component is numbered after all those it reaches."""
-    known = set(nodes)
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    component: dict[str, int] = {}
-    members: list[list[str]] = []
-    for root in nodes:
-        if root in index:
-            continue
-        work = [(root, iter([t for t in successors.get(root, []) if t in known]))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = len(index)
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter([t for t in successors.get(child, []) if t in known])))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-            if low[node] == index[node]:
-                group: list[str] = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component[member] = len(members)
-                    group.append(member)
-                    if member == node:
-                        break
-                members.append(group)
-    return component, members
-
-
-def _reachability(checker: _Checker, blueprint: Blueprint, graph: _Graph) -> None:
+def _reachability(checker: _Checker, blueprint: Blueprint, graph: Reach) -> None:
     if START not in blueprint.edges:
         raise checker.fail(("edges",), "no edge leaves START: add `- {from: START, to: FIRST_NODE}`")
     for name in blueprint.nodes:
@@ -414,7 +274,7 @@ def _reachability(checker: _Checker, blueprint: Blueprint, graph: _Graph) -> Non
             )
 
 
-def _fanouts(checker: _Checker, blueprint: Blueprint, graph: _Graph) -> None:
+def _fanouts(checker: _Checker, blueprint: Blueprint, graph: Reach) -> None:
     for name, path in blueprint.fanout.items():
         where = ("nodes", name, "for_each")
         outgoing = blueprint.edges.get(name, [])
@@ -446,7 +306,7 @@ def _fanouts(checker: _Checker, blueprint: Blueprint, graph: _Graph) -> None:
             )
 
 
-def _loops(checker: _Checker, blueprint: Blueprint, graph: _Graph) -> None:
+def _loops(checker: _Checker, blueprint: Blueprint, graph: Reach) -> None:
     for name in blueprint.nodes:
         in_cycle = set(graph.members[graph.component[name]]) if name in graph.cyclic else set()
         blueprint.exits[name] = {
@@ -455,7 +315,7 @@ def _loops(checker: _Checker, blueprint: Blueprint, graph: _Graph) -> None:
     limited = set(blueprint.limits)
     free = [node for node in blueprint.nodes if node not in limited]
     free_successors = {s: [t for t in ts if t not in limited] for s, ts in graph.successors.items()}
-    free_component, free_members = _components(free, free_successors)
+    free_component, free_members = components(free, free_successors)
     leaves: dict[int, bool] = {}  # per component: does an edge leave it (or a member end the row)?
     for name in blueprint.nodes:
         if name not in graph.cyclic:
@@ -485,7 +345,7 @@ def _loops(checker: _Checker, blueprint: Blueprint, graph: _Graph) -> None:
             )
 
 
-def _templates(checker: _Checker, blueprint: Blueprint, graph: _Graph) -> None:
+def _templates(checker: _Checker, blueprint: Blueprint, graph: Reach) -> None:
     base = blueprint.seed_fields | BUILTIN_NAMES
     for name, node in blueprint.spec.nodes.items():
         role = blueprint.role_of(name)

@@ -136,3 +136,12 @@ def test_the_ray_reader_fails_the_same_lines_alone(tmp_path: Path) -> None:
     ]
     assert rows == list(read_rows(path, max_field_bytes=2000))  # same rows, same errors, same sources
     assert [r.error is None for r in rows] == [True, False, False, False, True]
+
+
+def test_a_folder_or_an_unknown_file_type_as_input_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(InputError, match=r"is a folder; pass one \.jsonl or \.parquet file"):
+        list(read_rows(tmp_path / "dir"))
+    (tmp_path / "seeds.csv").write_text("a,b\n")
+    with pytest.raises(InputError, match=r"unsupported file type '\.csv'"):
+        list(read_rows(tmp_path / "seeds.csv"))
