@@ -288,9 +288,12 @@ def _turn_steps(
 ) -> tuple[list[Step], list[str]]:
     """One Step per debate turn in speaking order (``meta.turn`` = the debater's round), and the speakers."""
     calls = sorted(
-        (turn.started, index, role, speaker, turn)
-        for role, speaker in debaters
-        for index, turn in enumerate(recorders[speaker].turns)
+        (
+            (turn.started, index, role, speaker, turn)
+            for role, speaker in debaters
+            for index, turn in enumerate(recorders[speaker].turns)
+        ),
+        key=lambda call: call[0],
     )
     steps, speakers = [], []
     for _, index, role, speaker, turn in calls:
