@@ -29,6 +29,13 @@ def _clock(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
 
+def _rate(rows_per_s: float) -> str:
+    """Rows per second, or per minute when slower than 0.1/s (a CPU model run would read "0.00 rows/s")."""
+    if 0 < rows_per_s < 0.1:
+        return f"{rows_per_s * 60:.2f} rows/min"
+    return f"{rows_per_s:.2f} rows/s"
+
+
 def _stdout_line(line: str) -> None:
     print(line, file=sys.stdout, flush=True)  # flushed: a log file sees each line as it is written
 
@@ -74,7 +81,7 @@ class BatchProgress:
         status = f"ok {ok}, failed {failed}, filtered {filtered}"
         return (
             f"[{time.strftime('%H:%M:%S')} {self.name}] {rows} ({status})"
-            f" | {rate:.2f} rows/s{calls} | elapsed {_clock(elapsed)} | ETA {eta}"
+            f" | {_rate(rate)}{calls} | elapsed {_clock(elapsed)} | ETA {eta}"
         )
 
     def print(self) -> None:

@@ -21,7 +21,7 @@ from synth.testing import Faults, Latency, OpenAIServer
 ROWS = 12
 LINE = re.compile(
     r"^\[\d\d:\d\d:\d\d chain\] (\d+)/(\d+) rows \(ok (\d+), failed (\d+), filtered (\d+)\) \| "
-    r"([\d.]+) rows/s \| (\d+) calls in flight \| (\d+) retries \| elapsed [\d:]+ \| ETA ([\d:]+|\?)$"
+    r"([\d.]+) rows/(?:s|min) \| (\d+) calls in flight \| (\d+) retries \| elapsed [\d:]+ \| ETA ([\d:]+|\?)$"
 )
 
 
@@ -79,7 +79,7 @@ def test_a_terminal_gets_the_live_bar_and_zero_turns_lines_off(tmp_path: Path) -
                 os.close(follower)
             os.close(leader)
         assert tty.returncode == 0, tty.stderr
-        assert b"rows/s" not in out, out  # stdout is a terminal: no plain lines there
+        assert b"calls in flight" not in out, out  # stdout is a terminal: no plain lines there
         off = subprocess.run(
             command(server, tmp_path, "--progress-every", "0", "--force"),
             capture_output=True,
@@ -114,6 +114,8 @@ def test_line_rate_eta_unknown_total_and_calls_elsewhere() -> None:
         "40/200 rows (ok 30, failed 2, filtered 8) | 2.00 rows/s | 8 calls in flight | 3 retries"
         " | elapsed 0:00:20 | ETA 0:01:20"
     )
+    clock[0] = 100.0 + 20 * 60  # 40 rows in 20 minutes: per second would print 0.03
+    assert " | 2.00 rows/min | " in printer.line() and printer.line().endswith("ETA 1:20:00")
     unknown = BatchProgress("g", lambda: {}, lambda: None, None, clock=lambda: clock[0])
     expected = "0 rows (ok 0, failed 0, filtered 0) | 0.00 rows/s | elapsed 0:00:00 | ETA ?"
     assert unknown.line().split("] ", 1)[1] == expected

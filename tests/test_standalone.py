@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -112,14 +113,24 @@ def test_the_guard_fails_on_purpose_on_a_reference_outside(tmp_path: Path, line:
 
 
 def clone_work_tree(dest: Path) -> Path:
-    """``git clone`` of this repository into ``dest``, plus the uncommitted edits to its tracked files, so
-    `make test` checks the change under way and not only the last commit (new files need ``git add``)."""
+    """``git clone`` of this repository into ``dest``, plus the uncommitted edits and the new files that
+    are not ignored: what the clone would be after ``git add -A && git commit``, so `make test` checks the
+    change under way, not only the last commit. Ignored files (.venv, runs/, caches) never travel."""
     subprocess.run(["git", "clone", "-q", str(REPO), str(dest)], check=True)
     diff = subprocess.run(
         ["git", "-C", str(REPO), "diff", "HEAD", "--binary"], check=True, capture_output=True
     ).stdout
     if diff:
         subprocess.run(["git", "-C", str(dest), "apply", "--whitespace=nowarn"], input=diff, check=True)
+    new = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--others", "--exclude-standard"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for name in filter(None, new.split("\0")):
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / name, dest / name)
     return dest
 
 
