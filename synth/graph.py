@@ -11,9 +11,10 @@ from __future__ import annotations
 import operator
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from pydantic import BaseModel
+from typing_extensions import TypedDict
 
 from synth.errors import ModelSpecError
 from synth.role import Role
