@@ -45,6 +45,15 @@ class Executor(StrEnum):
     ray = "ray"
 
 
+def _parse_sampling(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    from synth.sampling import SamplingError, parse
+
+    try:
+        return parse(pairs)
+    except SamplingError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--sampling") from None
+
+
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are YAML scalars (``3`` is an int, ``true`` a bool)."""
     options: dict[str, Any] = {}
@@ -76,6 +85,15 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; re-running resumes).")],
     model: Annotated[list[str], typer.Option("--model", "-m", help="SPEC or ROLE=SPEC; repeatable.")] = [],  # noqa: B006
     option: Annotated[list[str], typer.Option("--option", "-O", help="Graph option key=value.")] = [],  # noqa: B006
+    sampling: Annotated[
+        list[str],
+        typer.Option(
+            "--sampling",
+            "-S",
+            help="Generation setting KEY=VALUE (every role) or ROLE.KEY=VALUE; keys max_tokens, temperature, "
+            "top_p, seed, stop; repeatable. Wins over the roles' and the graph's own settings.",
+        ),
+    ] = [],  # noqa: B006
     corpus: Annotated[
         Path | None, typer.Option(help="Passages for retrieval graphs (sets the graph option corpus).")
     ] = None,
@@ -138,6 +156,7 @@ def run(
         out=out,
         models=_parse_models(model),
         options=options,
+        sampling=_parse_sampling(sampling),
         limit=limit,
         concurrency=concurrency,
         max_calls=max_calls or 2 * concurrency,

@@ -22,6 +22,7 @@ from autogen_agentchat.messages import StructuredMessage, TextMessage
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from synth.errors import StepError, SynthError
+from synth.models.structured import MODE_SINK
 from synth.recording import CallRecorder
 from synth.trajectory import Step, Usage
 
@@ -120,6 +121,8 @@ class Role(BaseModel):
         )
         started = time.perf_counter()
         error: BaseException | None = None
+        sink: dict[str, Any] = {}
+        token = MODE_SINK.set(sink)
         try:
             output = await self._ask(agent, user)
         except Exception as exc:
@@ -133,6 +136,11 @@ class Role(BaseModel):
                     error = None
                 except Exception as exc2:
                     error = exc2
+        MODE_SINK.reset(token)
+        if "mode" in sink:
+            step.meta["structured"] = sink["mode"]
+        if "note" in sink:
+            step.meta["structured_note"] = sink["note"]
         step.latency_s = time.perf_counter() - started
         step.usage = Usage(
             prompt_tokens=recorder.prompt_tokens,
@@ -143,6 +151,7 @@ class Role(BaseModel):
         )
         step.cached = recorder.calls > 0 and recorder.cached_calls == recorder.calls
         step.raw = recorder.last_content
+        step.finish_reason = recorder.last_finish_reason
         step.messages = recorder.transcript() or [
             {"role": "system", "content": system},
             {"role": "user", "content": user},
@@ -154,7 +163,8 @@ class Role(BaseModel):
         step.error_reason = _reason(error, recorder)
         # Notes carry the client's retry history ("retries exhausted after 4 attempts: ..."): keep them.
         notes = "".join(f"\n{note}" for note in getattr(error, "__notes__", ()))[:1500]
-        step.error = f"{type(error).__name__}: {_short_error(error)}{notes}"
+        cause = f" ({sink['note']})" if "note" in sink else ""
+        step.error = f"{type(error).__name__}: {_short_error(error)}{cause}{notes}"
         return step
 
     async def _ask(self, agent: AssistantAgent, task: str) -> dict[str, Any] | None:

@@ -35,6 +35,8 @@ from synth.inputs import count_rows, read_rows
 from synth.logs import RunLog, error_kind
 from synth.registry import available, load_graph
 from synth.runner import Runner, RunSummary, run_fingerprint
+from synth.sampling import backend_defaults, check_roles
+from synth.sampling import validate as validate_sampling
 from synth.store import RunStore, open_locked
 from synth.trace import NodeTrace
 from synth.trajectory import Trajectory
@@ -53,6 +55,8 @@ class RunRequest(BaseModel):
     out: Path
     models: dict[str, str] = {"default": "local:gemma-3-270m"}
     options: dict[str, Any] = {}
+    #: ``--sampling``: generation settings keyed ``default`` (every role) or a role (synth.sampling).
+    sampling: dict[str, dict[str, Any]] = {}
     limit: int | None = None
     concurrency: int = 16
     max_calls: int = 32
@@ -118,13 +122,20 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
     for spec in dict.fromkeys(specs.values()):
         # An in-process model queues requests behind whole batches on a shared CPU: a timeout there only
         # re-enqueues work that is still running, so local backends get at least LOCAL_TIMEOUT_S.
-        spec_options = options
+        spec_options = options.model_copy(update={"sampling": {**backend_defaults(spec), **options.sampling}})
         if spec.startswith("local:") and options.timeout_s is not None:  # None: no timeout at all
-            spec_options = options.model_copy(update={"timeout_s": max(options.timeout_s, LOCAL_TIMEOUT_S)})
+            spec_options = spec_options.model_copy(
+                update={"timeout_s": max(options.timeout_s, LOCAL_TIMEOUT_S)}
+            )
         clients[spec] = make_client(spec, spec_options)
         clients[spec].cache = cache
     by_role = {role: clients[spec] for role, spec in specs.items() if role != "default"}
-    return ModelSet(default=clients[specs["default"]], by_role=by_role, specs=dict(specs))
+    return ModelSet(
+        default=clients[specs["default"]],
+        by_role=by_role,
+        specs=dict(specs),
+        sampling=validate_sampling(request.sampling),
+    )
 
 
 def open_folder(request: RunRequest, graph: SynthGraph, fingerprint: str) -> Path:
@@ -159,10 +170,11 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
             "folder's records, so the retried rows land in the same store)"
         )
     graph = resolve_graph(request.graph)
+    check_roles(request.sampling, graph.name, (role.name for role in graph.roles))
     models = build_models(request.models, request)  # before touching the folder: a bad spec or key fails here
     try:
         options = graph.resolve_options(request.options)
-        fingerprint = run_fingerprint(graph, options, models.specs)
+        fingerprint = run_fingerprint(graph, options, models.specs, models.sampling)
         folder = open_folder(request, graph, fingerprint)
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
