@@ -12,6 +12,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
+from synth.cli_check import check_command
 from synth.cli_data import export_command, filter_command
 from synth.cli_eval import eval_app
 from synth.cli_graphs import graphs_app, roles_app
@@ -35,6 +36,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.command("push")(push_command)
 app.command("report")(report_command)
+app.command("check")(check_command)
 console = Console(stderr=True)
 
 
@@ -126,6 +128,13 @@ def run(
     adaptive: Annotated[
         bool, typer.Option(help="Adapt calls in flight: halve on 429, grow while latency holds.")
     ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            help="Before the run, check each OpenAI-compatible endpoint (reachable, model served, structured "
+            "mode; as `synth check`); --no-check skips it."
+        ),
+    ] = True,
     trace: Annotated[
         bool, typer.Option(help="Print each row's node events live (role outputs, tokens, seconds).")
     ] = False,
@@ -170,6 +179,7 @@ def run(
         cache=cache,
         checkpoints=checkpoints,
         adaptive=adaptive,
+        check=check,
         trace=trace,
         executor=executor.value,
         ray_address=address,

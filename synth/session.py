@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,6 +34,8 @@ from synth.errors import RunFolderError, SynthError
 from synth.graph import ModelSet, SynthGraph
 from synth.inputs import count_rows, read_rows
 from synth.logs import RunLog, error_kind
+from synth.models.preflight import apply_mode, preflight
+from synth.models.spec import parse_spec
 from synth.registry import available, load_graph
 from synth.runner import Runner, RunSummary, run_fingerprint
 from synth.sampling import backend_defaults, check_roles
@@ -70,6 +73,8 @@ class RunRequest(BaseModel):
     checkpoints: bool = True
     cache: bool = True
     adaptive: bool = False
+    #: Preflight each OpenAI-compatible endpoint before the folder is touched (`synth run` default: on).
+    check: bool = False
     #: Print every finished node of every row (not stored in config.yaml: it changes no result).
     trace: bool = False
     #: ``asyncio`` (this process) or ``ray`` (blocks of rows on a Ray cluster; docs/ray.md).
@@ -171,7 +176,12 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
         )
     graph = resolve_graph(request.graph)
     check_roles(request.sampling, graph.name, (role.name for role in graph.roles))
+    checked = await _preflight(request, console)  # an unreachable endpoint fails here, in seconds
     models = build_models(request.models, request)  # before touching the folder: a bad spec or key fails here
+    for spec, report in checked.items():
+        for client in models.clients():
+            if getattr(client, "spec", None) == str(parse_spec(spec)):
+                apply_mode(client, report.structured)
     try:
         options = graph.resolve_options(request.options)
         fingerprint = run_fingerprint(graph, options, models.specs, models.sampling)
@@ -206,6 +216,17 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
             client.cache = None
             await client.close()
     return summary, folder
+
+
+async def _preflight(request: RunRequest, console: Console) -> dict[str, Any]:
+    if not request.check:
+        return {}
+    return await preflight(
+        request.models,
+        api_key_env=request.api_key_env,
+        timeout=min(request.timeout, 60.0),
+        say=lambda line: console.print(escape(line), soft_wrap=True),
+    )
 
 
 def _reset(store: RunStore) -> None:
