@@ -27,7 +27,7 @@ venv:
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi
-	$(PIP) install -q -e '.[train,dev,dense,ray]'
+	$(PIP) install -q -e '.[train,dev,dense,ray,serve]'
 
 run: venv
 	$(BIN)/synth run coevol --input examples/coevol_seeds.jsonl --out $(RUN_DIR) --model local:gemma-3-270m --concurrency 3 --force

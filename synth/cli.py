@@ -221,6 +221,20 @@ def models_path(name: Annotated[str, typer.Argument(help="Built-in model name, e
     print(model_path(name))
 
 
+@models_app.command("serve-folder")
+def models_serve_folder(
+    name: Annotated[str, typer.Argument(help="Built-in model name (gemma-3-270m) or a HF model folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (links + chat template).")],
+) -> None:
+    """A folder `transformers serve` / vLLM can serve: the model's files linked, plus the project's chat
+    template when the model has none. Prints its path."""
+    from synth.models.local import model_path
+    from synth.serving import serve_folder
+
+    folder = Path(name).expanduser()
+    print(serve_folder(folder if folder.is_dir() else model_path(name), out))
+
+
 def main() -> None:
     try:
         app()
