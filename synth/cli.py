@@ -131,8 +131,9 @@ def run(
     check: Annotated[
         bool,
         typer.Option(
+            envvar="SYNTH_CHECK",
             help="Before the run, check each OpenAI-compatible endpoint (reachable, model served, structured "
-            "mode; as `synth check`); --no-check skips it."
+            "mode; as `synth check`); --no-check (or SYNTH_CHECK=0) skips it.",
         ),
     ] = True,
     trace: Annotated[

@@ -197,6 +197,8 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
                     "graph": graph.name,
                     "graph_version": graph.version,
                     **request.model_dump(mode="json", exclude={"trace"}),
+                    # `graph` is what was asked (a name, a YAML path, file.py:NAME); cards and tags use this
+                    "graph_name": graph.name,
                     "options": options,
                     "fingerprint": fingerprint,
                 }

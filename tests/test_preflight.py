@@ -72,7 +72,7 @@ def test_synth_run_with_a_wrong_url_exits_in_seconds_before_any_row(tmp_path: Pa
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text(json.dumps({"instruction": "x"}) + "\n")
     port = closed_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SYNTH_CHECK": "1"}  # the suite turns it off (conftest)
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "synth", "run", "coevol", "-i", str(seeds), "-o", str(tmp_path / "run"),

@@ -142,7 +142,20 @@ async def test_free_text_cut_by_max_tokens_is_marked_and_left_out_of_exports(
     graph = resolve_graph(str(spec))
     result = export_run(folder, graph, "sft", tmp_path / "sft")
     assert result.rows == 1 and result.truncated == 1
+    card = (tmp_path / "sft" / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert "# notes · sft" in card.splitlines() and "synth-notes" in front["tags"]
+    assert not any("/" in tag for tag in front["tags"]) and "/" not in front["pretty_name"]
     assert "1 trajectories left out: a free-text reply was cut by max_tokens" in result.describe()
     kept = export_run(folder, graph, "sft", tmp_path / "all", ExportOptions(include_truncated=True))
     assert kept.rows == 2 and kept.truncated == 0
     assert len(pq.read_table(next((tmp_path / "all").rglob("*.parquet"))).to_pylist()) == 2
+
+
+def test_card_title_and_tag_use_the_graph_name_never_a_path() -> None:
+    from synth.card import graph_name
+
+    assert graph_name({"graph": "/home/me/graphs/notes.yaml", "graph_name": "notes"}) == "notes"
+    assert graph_name({"graph": "/home/me/graphs/notes.yaml"}) == "notes"  # a run from before graph_name
+    assert graph_name({"graph": "pkg/file.py:REFLEXION"}) == "REFLEXION"
+    assert graph_name({"graph": "coevol"}) == "coevol"

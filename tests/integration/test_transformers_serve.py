@@ -77,7 +77,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
 
 def synth(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """`synth ...` as a batch job runs it: output redirected, no terminal."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SYNTH_CHECK": "1"}  # the preflight, as users get it
     command = [sys.executable, "-m", "synth", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
