@@ -106,6 +106,10 @@ def run(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per model call before it is retried.")] = 120.0,
     retries: Annotated[int, typer.Option(help="Retries per model call on 429/5xx/timeouts.")] = 5,
+    call_budget: Annotated[
+        float | None,
+        typer.Option(help="Seconds one model call may take in total, retries and backoff included (no cap)."),
+    ] = None,
     backoff: Annotated[
         float, typer.Option(help="First retry backoff in seconds (doubles per retry, jittered).")
     ] = 0.5,
@@ -172,6 +176,7 @@ def run(
         max_calls=max_calls or 2 * concurrency,
         timeout=timeout,
         retries=retries,
+        call_budget=call_budget,
         backoff=backoff,
         api_key_env=api_key_env,
         force=force,

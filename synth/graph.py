@@ -44,11 +44,17 @@ class ModelSet:
     by_role: dict[str, Any] = field(default_factory=dict)
     specs: dict[str, str] = field(default_factory=dict)
     sampling: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``--call-budget``: seconds one call may take in total, retries included (synth.models.budget).
+    call_budget: float | None = None
 
     def for_role(self, role: str) -> Any:
         client = self.by_role.get(role, self.default)
         if client is None:
             raise ModelSpecError(f"no model for role '{role}': pass --model SPEC or --model {role}=SPEC")
+        if self.call_budget is not None:
+            from synth.models.budget import CallBudget
+
+            client = CallBudget(client, self.call_budget)
         settings = sampling.for_role(self.sampling, role)
         return sampling.SamplingOverride(client, settings) if settings else client
 

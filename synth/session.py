@@ -65,6 +65,8 @@ class RunRequest(BaseModel):
     max_calls: int = 32
     timeout: float = 120.0
     retries: int = 5
+    #: Seconds one model call may take in total, retries and backoff included (None: no cap).
+    call_budget: float | None = Field(default=None, gt=0)
     backoff: float = 0.5
     api_key_env: str | None = None
     force: bool = False
@@ -140,6 +142,7 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
         by_role=by_role,
         specs=dict(specs),
         sampling=validate_sampling(request.sampling),
+        call_budget=request.call_budget,
     )
 
 

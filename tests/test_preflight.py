@@ -105,3 +105,28 @@ def test_the_preflight_sets_the_detected_mode_for_the_run(tmp_path: Path, openai
     assert modes == {"prompt"}
     run_calls = [r for r in openai_server.requests if "Are you there?" not in r["messages"][-1]["content"]]
     assert run_calls and not any("response_format" in r for r in run_calls), "no json_schema probe in the run"
+
+
+def test_call_budget_caps_a_call_with_retries(tmp_path: Path, openai_server: Any) -> None:
+    """Every attempt hangs: without a budget one call costs (1 + retries) x timeout; with it, the budget."""
+    openai_server.script(coevol_responder)
+    openai_server.set_latency(5.0)
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"instruction": "ACCEPT this"}) + "\n")
+    request = RunRequest(
+        graph="coevol",
+        input=seeds,
+        out=tmp_path / "run",
+        models={"default": f"openai:scripted@{openai_server.base_url}"},
+        timeout=0.5,
+        retries=5,
+        backoff=0.05,
+        call_budget=1.2,
+    )
+    started = time.monotonic()
+    _, folder = asyncio.run(run_session(request))
+    assert time.monotonic() - started < 8
+    [record] = RunStore(folder).iter_records()
+    step = record.steps[0]
+    assert record.status == "failed" and step.error_reason == "timeout"
+    assert "call budget of 1.2 s spent (attempts, retries and backoff together)" in (step.error or "")
