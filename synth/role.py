@@ -22,6 +22,7 @@ from autogen_agentchat.messages import StructuredMessage, TextMessage
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from synth.errors import StepError, SynthError
+from synth.models.budget import timeout_text
 from synth.models.structured import MODE_SINK
 from synth.recording import CallRecorder
 from synth.trajectory import Step, Usage
@@ -164,7 +165,8 @@ class Role(BaseModel):
         # Notes carry the client's retry history ("retries exhausted after 4 attempts: ..."): keep them.
         notes = "".join(f"\n{note}" for note in getattr(error, "__notes__", ()))[:1500]
         cause = f" ({sink['note']})" if "note" in sink else ""
-        step.error = f"{type(error).__name__}: {_short_error(error)}{cause}{notes}"
+        text = _short_error(error) or (timeout_text(client) if isinstance(error, TimeoutError) else "")
+        step.error = f"{type(error).__name__}: {text}{cause}{notes}"
         return step
 
     async def _ask(self, agent: AssistantAgent, task: str) -> dict[str, Any] | None:

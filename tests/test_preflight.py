@@ -130,3 +130,21 @@ def test_call_budget_caps_a_call_with_retries(tmp_path: Path, openai_server: Any
     step = record.steps[0]
     assert record.status == "failed" and step.error_reason == "timeout"
     assert "call budget of 1.2 s spent (attempts, retries and backoff together)" in (step.error or "")
+
+
+def test_an_attempt_timeout_says_how_long_and_what_to_change(tmp_path: Path, openai_server: Any) -> None:
+    openai_server.script(coevol_responder)
+    openai_server.set_latency(3.0)
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"instruction": "ACCEPT this"}) + "\n")
+    request = RunRequest(
+        graph="coevol",
+        input=seeds,
+        out=tmp_path / "run",
+        models={"default": f"openai:scripted@{openai_server.base_url}"},
+        timeout=0.3,
+        retries=0,
+    )
+    _, folder = asyncio.run(run_session(request))
+    [record] = RunStore(folder).iter_records()
+    assert "TimeoutError: timed out after 0.3 s waiting for the reply" in (record.steps[0].error or "")

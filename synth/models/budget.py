@@ -44,3 +44,14 @@ class CallBudget:
 
     async def create_stream(self, messages: Sequence[Any], **kwargs: Any) -> AsyncGenerator[Any, None]:
         yield await self.create(messages, **kwargs)
+
+
+def timeout_text(client: Any) -> str:
+    """What an attempt timeout with no message of its own means, for a step's error."""
+    options = getattr(client, "options", None)
+    seconds = getattr(options, "timeout_s", None)
+    after = f" after {seconds:g} s" if isinstance(seconds, int | float) else ""
+    return (
+        f"timed out{after} waiting for the reply (per attempt, --timeout); a slow server or a large "
+        "default max_tokens: set --sampling max_tokens=N or raise --timeout"
+    )
