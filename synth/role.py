@@ -58,6 +58,9 @@ class Role(BaseModel):
     output: type[BaseModel] | None = None
     sampling: dict[str, Any] = {}
     description: str = ""
+    #: A free-text reply cut by max_tokens is marked truncated (``meta.truncated``; exports leave its
+    #: trajectory out). False for a role whose graph expects and handles the cut (keeps a first line).
+    mark_truncated: bool = True
 
     @field_validator("name")
     @classmethod
@@ -153,6 +156,8 @@ class Role(BaseModel):
         step.cached = recorder.calls > 0 and recorder.cached_calls == recorder.calls
         step.raw = recorder.last_content
         step.finish_reason = recorder.last_finish_reason
+        if self.output is None and self.mark_truncated and step.finish_reason == "length":
+            step.meta["truncated"] = True
         step.messages = recorder.transcript() or [
             {"role": "system", "content": system},
             {"role": "user", "content": user},

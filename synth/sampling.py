@@ -135,9 +135,10 @@ def effective_sampling(graph: Any, run: Mapping[str, Mapping[str, Any]]) -> dict
 
 
 def truncated_steps(trajectory: Any) -> list[Any]:
-    """The trajectory's free-text steps whose reply was cut by the token budget (finish reason "length").
+    """The trajectory's free-text steps whose reply was cut by the token budget (``meta.truncated``, set
+    by :meth:`synth.role.Role.run` for finish reason "length" unless the role expects the cut).
 
     A structured reply cut short fails validation and is a failed step already; a free-text one would be
     stored as ok and exported as a training target that stops mid-sentence.
     """
-    return [s for s in trajectory.steps if s.ok and s.output is None and s.finish_reason == "length"]
+    return [s for s in trajectory.steps if s.ok and s.meta.get("truncated")]

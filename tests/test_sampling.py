@@ -137,6 +137,7 @@ async def test_free_text_cut_by_max_tokens_is_marked_and_left_out_of_exports(
     assert dict(summary.counts) == {"ok": 2}
     steps = {r.seed["topic"]: r.steps[0] for r in RunStore(folder).iter_records()}
     assert steps["long"].finish_reason == "length" and steps["short"].finish_reason == "stop"
+    assert steps["long"].meta["truncated"] is True and "truncated" not in steps["short"].meta
     assert all(r["max_tokens"] == 8 for r in openai_server.requests)
 
     graph = resolve_graph(str(spec))

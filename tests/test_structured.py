@@ -54,9 +54,30 @@ def _run(tmp_path: Path, server: Any, query: str = "") -> list[Any]:
 def test_ignored_response_format_falls_back_to_prompt_mode_once(
     tmp_path: Path, openai_server: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Without the preflight (`--no-check`, library use) the client finds out by itself: one malformed
+    reply may be the model's, two in a row before any JSON object mean the server ignores the schema.
+    The first row's debate (no repair turn) fails on the first reply; from the second reply on the client
+    is in prompt mode and the next row succeeds."""
     openai_server.script(chatty)
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(
+        "".join(json.dumps({"instruction": f"ACCEPT {i}", "output": "v0"}) + "\n" for i in (1, 2))
+    )
+    request = RunRequest(
+        graph="coevol",
+        input=seeds,
+        out=tmp_path / "run",
+        options={"max_rounds": 1},
+        models={"default": f"openai:scripted@{openai_server.base_url}"},
+        concurrency=1,
+    )
+    import asyncio
+
     with caplog.at_level(logging.WARNING, logger="synth.structured"):
-        steps = _run(tmp_path, openai_server)
+        asyncio.run(run_session(request))
+    records = {r.seed["instruction"]: r for r in RunStore(tmp_path / "run").iter_records()}
+    assert records["ACCEPT 1"].status == "failed" and records["ACCEPT 2"].status == "ok"
+    steps = [s for s in records["ACCEPT 2"].steps if s.role in ("advisor", "editor", "judge")]
     assert steps and {s.meta.get("structured") for s in steps} == {"prompt"}
     warnings = [r for r in caplog.records if "server ignored response_format" in r.getMessage()]
     assert len(warnings) == 1

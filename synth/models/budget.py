@@ -43,7 +43,9 @@ class CallBudget:
             ) from exc
 
     async def create_stream(self, messages: Sequence[Any], **kwargs: Any) -> AsyncGenerator[Any, None]:
-        yield await self.create(messages, **kwargs)
+        async with asyncio.timeout(self._seconds):
+            async for chunk in self._inner.create_stream(messages, **kwargs):
+                yield chunk
 
 
 def timeout_text(client: Any) -> str:

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 MODES = ("json_schema", "json_object", "prompt")
 Mode = Literal["json_schema", "json_object", "prompt"]
 IGNORED = "server ignored response_format"
+MISSES_TO_FALL_BACK = 2
 INSTRUCTION = (
     "Reply with only a JSON object (no prose, no code fence) that matches this JSON schema:\n{schema}"
 )
@@ -86,6 +87,7 @@ class StructuredClient:
         #: None: not set nor detected yet; starts as json_schema and may fall back once.
         self.mode: Mode | None = mode
         self._spec = spec
+        self._misses = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -98,16 +100,21 @@ class StructuredClient:
         fallback = False
         result = await self._call(mode, messages, model, kwargs)
         if self.mode is None and result.finish_reason != "length":
-            # A server that honours json_schema answers with a JSON object; anything else means it ignored
-            # response_format (a reply cut by max_tokens says nothing either way).
+            # A server that honours json_schema answers with a JSON object; a reply cut by max_tokens says
+            # nothing either way, and one malformed reply may be the model's: the repair turn handles it.
+            # Two in a row before any JSON object means the server ignores response_format.
             if is_json_object(result.content):
                 self.mode = "json_schema"
             else:
+                self._misses += 1
+            if self._misses >= MISSES_TO_FALL_BACK and self.mode is None:
                 log.warning(
-                    "%s: %s (the reply is not a JSON object); structured output falls back to mode "
-                    "'prompt' (schema in the instructions) for this run; ?structured=prompt skips the probe",
+                    "%s: %s (%d replies in a row were not a JSON object); structured output falls back to "
+                    "mode 'prompt' (schema in the instructions) for this run; ?structured=prompt or the "
+                    "preflight of `synth run` sets it up front",
                     self._spec,
                     IGNORED,
+                    self._misses,
                 )
                 self.mode = mode = "prompt"
                 result = await self._call(mode, messages, model, kwargs)
@@ -137,4 +144,12 @@ class StructuredClient:
         return result
 
     async def create_stream(self, messages: Sequence[Any], **kwargs: Any) -> AsyncGenerator[Any, None]:
+        """Plain and json_schema streams go through chunk by chunk; other modes rewrite the request and
+        extract the JSON from the whole reply, so they answer with one final result."""
+        model = kwargs.get("json_output")
+        structured = isinstance(model, type) and issubclass(model, BaseModel)
+        if not structured or self.mode in (None, "json_schema"):
+            async for chunk in self._inner.create_stream(messages, **kwargs):
+                yield chunk
+            return
         yield await self.create(messages, **kwargs)
