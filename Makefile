@@ -8,8 +8,9 @@ PIP := $(BIN)/python -m pip
 RUN_DIR ?= runs/coevol-demo
 EXPORT_DIR ?= out/coevol-demo
 PPO_VENV ?= .venv-ppo
+STUDIO_VENV ?= .venv-studio
 
-.PHONY: venv venv-ppo sysdeps run test lint bench clean pictures
+.PHONY: venv venv-ppo venv-studio sysdeps run test lint bench clean pictures
 
 # Debian packages the tests use: Chromium renders `synth report` pages headless, graphviz draws graph
 # pictures (`synth graphs show --png`). Installed only when missing; needs root (CI runs as root).
@@ -26,7 +27,7 @@ venv:
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi
-	$(PIP) install -q -e '.[train,dev,dense,ray]'
+	$(PIP) install -q -e '.[train,dev,dense,ray,serve]'
 
 run: venv
 	$(BIN)/synth run coevol --input examples/coevol_seeds.jsonl --out $(RUN_DIR) --model local:gemma-3-270m --concurrency 3 --force
@@ -35,7 +36,7 @@ run: venv
 	$(BIN)/synth status $(RUN_DIR)
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
-test: venv venv-ppo sysdeps
+test: venv venv-ppo venv-studio sysdeps
 	$(BIN)/ruff check synth roles graphs train tests bench
 	$(BIN)/mypy
 	@$(BIN)/python -m pytest -q -rs; rc=$$?; \
@@ -43,6 +44,9 @@ test: venv venv-ppo sysdeps
 	@echo "== PPO tests (tests/train/ppo) in $(PPO_VENV): trl==1.12.0"
 	@$(PPO_VENV)/bin/python -m pytest tests/train/ppo -q -rs; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no PPO tests"; exit 1; fi; exit $$rc
+	@echo "== LangGraph CLI tests (tests/studio) in $(STUDIO_VENV): langgraph dev"
+	@$(STUDIO_VENV)/bin/python -m pytest tests/studio -q -rs; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no LangGraph CLI tests"; exit 1; fi; exit $$rc
 
 # PPO needs TRL 1.12 (TRL removed PPOTrainer in 1.13): a second venv with the project and its `ppo`
 # extra (trl==1.12.0 resolves beside the base dependencies). torch first and exactly, as in `venv`.
@@ -52,6 +56,18 @@ venv-ppo:
 	$(PPO_VENV)/bin/python -m pip install -q --upgrade pip
 	$(PPO_VENV)/bin/python -m pip install -q torch==2.13.0
 	$(PPO_VENV)/bin/python -m pip install -q -e '.[ppo,dev]'
+
+# `langgraph dev` (LangGraph Studio) needs langgraph-cli[inmem], which upgrades protobuf to 6.x against
+# autogen-core's protobuf~=5.29.3 pin (pip warns; the graphs never use protobuf): a third venv, so the
+# main one keeps its pins. The CLI goes last, after the project, exactly as a user installs it.
+venv-studio:
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	@test -x $(STUDIO_VENV)/bin/python || $(PYTHON) -m venv $(STUDIO_VENV)
+	$(STUDIO_VENV)/bin/python -m pip install -q --upgrade pip
+	$(STUDIO_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(STUDIO_VENV)/bin/python -m pip install -q --no-deps xgrammar==0.2.8 apache-tvm-ffi
+	$(STUDIO_VENV)/bin/python -m pip install -q -e . 'pytest>=8' 'pytest-asyncio>=0.24'
+	$(STUDIO_VENV)/bin/python -m pip install -q 'langgraph-cli[inmem]==0.4.40'
 
 # Pictures of the built-in graphs and the YAML example for README (graphviz `dot`, offline).
 pictures:
@@ -64,4 +80,4 @@ lint:
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(PPO_VENV) runs out build *.egg-info
+	rm -rf $(VENV) $(PPO_VENV) $(STUDIO_VENV) .langgraph_api runs out build *.egg-info

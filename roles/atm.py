@@ -45,6 +45,7 @@ GENERATOR = Role(
     prompt=template("atm/generator.user.j2"),
     output=None,
     sampling={"temperature": 0.0, "max_tokens": GENERATOR_MAX_TOKENS},
+    mark_truncated=False,  # the graph keeps the first line of a cut answer
     description="Documents (or none) + question -> a very short plain-text answer; also the NLL scorer.",
 )
 

@@ -11,8 +11,10 @@ finished text is passed through :func:`synth.logs.redact` all the same.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -83,8 +85,18 @@ class CardData:
         return sum(n for _, n in self.files.values())
 
 
+def graph_name(config: Mapping[str, Any]) -> str:
+    """The graph's own name for titles and tags, never a file path: ``graph_name`` of config.yaml, else
+    what ``graph`` names (``path/notes.yaml`` -> ``notes``, ``file.py:NAME`` -> ``NAME``)."""
+    name = str(config.get("graph_name") or "")
+    if not name:
+        ref = str(config.get("graph") or "graph")
+        name = ref.rpartition(":")[2] if ":" in ref else Path(ref).stem if "/" in ref or "." in ref else ref
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "graph"
+
+
 def front_matter(data: CardData) -> dict[str, Any]:
-    graph = data.config.get("graph", "graph")
+    graph = graph_name(data.config)
     files = [{"split": split, "path": path} for split, (path, _) in data.files.items()]
     return {
         "pretty_name": f"{graph} {data.format_name} (synth)",
@@ -119,9 +131,9 @@ def render_card(data: CardData) -> str:
         "---",
         EXPORT_MARK,
         "",
-        f"# {config.get('graph', 'synth')} · {data.format_name}",
+        f"# {graph_name(config)} · {data.format_name}",
         "",
-        f"Synthesized with synth (pip install agentsynth) by the `{config.get('graph')}` graph "
+        f"Synthesized with synth (pip install agentsynth) by the `{graph_name(config)}` graph "
         f"(version {config.get('graph_version')}): {data.graph_description}",
         "",
         f"Format `{data.format_name}`: {data.format_description}.",

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from synth.batch_progress import DEFAULT_EVERY_S
+from synth.cli_check import check_command
 from synth.cli_data import export_command, filter_command
 from synth.cli_eval import eval_app
 from synth.cli_graphs import graphs_app, roles_app
@@ -38,6 +39,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.command("push")(push_command)
 app.command("report")(report_command)
+app.command("check")(check_command)
 console = Console(stderr=True)
 
 
@@ -46,6 +48,15 @@ class Executor(StrEnum):
 
     asyncio = "asyncio"
     ray = "ray"
+
+
+def _parse_sampling(pairs: list[str]) -> dict[str, dict[str, Any]]:
+    from synth.sampling import SamplingError, parse
+
+    try:
+        return parse(pairs)
+    except SamplingError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--sampling") from None
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -79,6 +90,15 @@ def run(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (created; re-running resumes).")],
     model: Annotated[list[str], typer.Option("--model", "-m", help="SPEC or ROLE=SPEC; repeatable.")] = [],  # noqa: B006
     option: Annotated[list[str], typer.Option("--option", "-O", help="Graph option key=value.")] = [],  # noqa: B006
+    sampling: Annotated[
+        list[str],
+        typer.Option(
+            "--sampling",
+            "-S",
+            help="Generation setting KEY=VALUE (every role) or ROLE.KEY=VALUE; keys max_tokens, temperature, "
+            "top_p, seed, stop; repeatable. Wins over the roles' and the graph's own settings.",
+        ),
+    ] = [],  # noqa: B006
     corpus: Annotated[
         Path | None, typer.Option(help="Passages for retrieval graphs (sets the graph option corpus).")
     ] = None,
@@ -91,6 +111,10 @@ def run(
         float, typer.Option(min=0.001, help="Seconds per model call before it is retried.")
     ] = 120.0,
     retries: Annotated[int, typer.Option(min=0, help="Retries per model call on 429/5xx/timeouts.")] = 5,
+    call_budget: Annotated[
+        float | None,
+        typer.Option(help="Seconds one model call may take in total, retries and backoff included (no cap)."),
+    ] = None,
     backoff: Annotated[
         float, typer.Option(min=0.0, help="First retry backoff in seconds (doubles per retry, jittered).")
     ] = 0.5,
@@ -124,6 +148,14 @@ def run(
     adaptive: Annotated[
         bool, typer.Option(help="Adapt calls in flight: halve on 429, grow while latency holds.")
     ] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            envvar="SYNTH_CHECK",
+            help="Before the run, check each OpenAI-compatible endpoint (reachable, model served, structured "
+            "mode; as `synth check`); --no-check (or SYNTH_CHECK=0) skips it.",
+        ),
+    ] = True,
     trace: Annotated[
         bool, typer.Option(help="Print each row's node events live (role outputs, tokens, seconds).")
     ] = False,
@@ -177,11 +209,13 @@ def run(
         out=out,
         models=_parse_models(model),
         options=options,
+        sampling=_parse_sampling(sampling),
         limit=limit,
         concurrency=concurrency,
         max_calls=max_calls or 2 * concurrency,
         timeout=timeout,
         retries=retries,
+        call_budget=call_budget,
         backoff=backoff,
         max_field_bytes=max_field_bytes,
         **({} if max_reply_bytes is None else {"max_reply_bytes": max_reply_bytes}),
@@ -193,6 +227,7 @@ def run(
         cache=cache,
         checkpoints=checkpoints,
         adaptive=adaptive,
+        check=check,
         trace=trace,
         progress_every=0.0 if sys.stdout.isatty() else progress_every,  # a terminal has the live bar
         executor=executor.value,
@@ -246,6 +281,20 @@ def models_path(name: Annotated[str, typer.Argument(help="Built-in model name, e
     from synth.models.local import model_path
 
     print(model_path(name))
+
+
+@models_app.command("serve-folder")
+def models_serve_folder(
+    name: Annotated[str, typer.Argument(help="Built-in model name (gemma-3-270m) or a HF model folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (links + chat template).")],
+) -> None:
+    """A folder `transformers serve` / vLLM can serve: the model's files linked, plus the project's chat
+    template when the model has none. Prints its path."""
+    from synth.models.local import model_path
+    from synth.serving import serve_folder
+
+    folder = Path(name).expanduser()
+    print(serve_folder(folder if folder.is_dir() else model_path(name), out))
 
 
 def main() -> None:

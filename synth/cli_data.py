@@ -54,6 +54,12 @@ def export_command(
     language: Annotated[
         list[str], typer.Option(help="Language code for the card, repeatable (default: detected).")
     ] = [],  # noqa: B006
+    include_truncated: Annotated[
+        bool,
+        typer.Option(
+            help="Keep trajectories with a free-text reply cut by max_tokens (left out by default)."
+        ),
+    ] = False,
 ) -> None:
     """Export a run's ok trajectories as a Hugging Face dataset (parquet + card) for load_dataset(OUT)."""
     from synth.export import ExportOptions, export_run, formats_for
@@ -81,6 +87,7 @@ def export_command(
         seed_license=seed_license,
         languages=tuple(language),
         overwrite=overwrite,
+        include_truncated=include_truncated,
     )
     console.print(export_run(run_dir, graph, format, out, options).describe(), markup=False, highlight=False)
 

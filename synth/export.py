@@ -25,6 +25,7 @@ from synth.formats import dpo_features, sft_features, user_turn
 from synth.graph import ExportFormat, SynthGraph
 from synth.outputs import OutputKind, check_output_folder
 from synth.reuse import standard_exports
+from synth.sampling import effective_sampling, truncated_steps
 from synth.splits import assign
 from synth.status import read_status
 from synth.store import RunLock, RunStore
@@ -71,6 +72,8 @@ class ExportOptions:
     languages: tuple[str, ...] = ()  # empty: detected from the exported text
     #: Replace an earlier export in the output folder (``--overwrite``); other folders are never replaced.
     overwrite: bool = False
+    #: Keep trajectories with a free-text reply cut by max_tokens (finish reason "length"); off by default.
+    include_truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,15 +86,22 @@ class ExportResult:
     splits: Mapping[str, int] = field(default_factory=dict)
     #: The run lock's holder when a run was still writing: the export is a partial snapshot.
     live_run: str | None = None
+    truncated: int = 0
 
     def describe(self) -> str:
-        return self._describe() + (
+        left_out = (
+            f"; {self.truncated} trajectories left out: a free-text reply was cut by max_tokens "
+            "(raise --sampling max_tokens=N, or export them with --include-truncated)"
+            if self.truncated
+            else ""
+        )
+        live = (
             f"\nwarning: a run is still writing to the run folder ({self.live_run}): this export is a "
-            "partial "
-            "snapshot (the card says so); export again when the run has finished."
+            "partial snapshot (the card says so); export again when the run has finished."
             if self.live_run
             else ""
         )
+        return self._describe() + left_out + live
 
     def _describe(self) -> str:
         if self.rows:
@@ -116,6 +126,7 @@ class _Written:
     trajectories: int = 0
     sample: dict[str, Any] | None = None
     texts: list[str] = field(default_factory=list)
+    truncated: int = 0
 
     @property
     def rows(self) -> int:
@@ -159,7 +170,7 @@ def export_run(
                 config=store.read_config(),
                 graph_description=graph.description,
                 role_templates=graph.template_hashes(),
-                role_sampling={role.name: dict(role.sampling) for role in graph.roles},
+                role_sampling=effective_sampling(graph, (store.read_config() or {}).get("sampling") or {}),
                 counts=counts,
                 usage=_usage(run_dir),
                 sample=written.sample,
@@ -185,7 +196,16 @@ def export_run(
     if written.rows == 0:
         reason = fmt.empty_reason if counts.get("ok") else f"no trajectory has status ok ({_counts(counts)})"
     splits = {name: n for name, (_, n) in written.files.items()}
-    return ExportResult(format_name, out, written.rows, written.trajectories, reason, splits, live_run)
+    return ExportResult(
+        format_name,
+        out,
+        written.rows,
+        written.trajectories,
+        reason,
+        splits,
+        live_run=live_run,
+        truncated=written.truncated,
+    )
 
 
 def _write(fmt: ExportFormat, store: RunStore, tmp: Path, export_id: str, options: ExportOptions) -> _Written:
@@ -193,17 +213,19 @@ def _write(fmt: ExportFormat, store: RunStore, tmp: Path, export_id: str, option
     (tmp / "data").mkdir(parents=True)
     if not options.splits and not options.shuffle:
         path = data_file(export_id, "train")
-        written, group_of_row = _stream(fmt, store, tmp / path)
+        written, group_of_row = _stream(fmt, store, tmp / path, options.include_truncated)
         written.files = {"train": (path, len(group_of_row))}
         return written
     scratch = tmp / "rows.parquet"
-    written, group_of_row = _stream(fmt, store, scratch)
+    written, group_of_row = _stream(fmt, store, scratch, options.include_truncated)
     written.files = _cut(fmt, scratch, tmp, export_id, group_of_row, options)
     scratch.unlink()
     return written
 
 
-def _stream(fmt: ExportFormat, store: RunStore, path: Path) -> tuple[_Written, list[int]]:
+def _stream(
+    fmt: ExportFormat, store: RunStore, path: Path, include_truncated: bool
+) -> tuple[_Written, list[int]]:
     """Write every row of ``fmt`` to ``path``; returns what was written and each row's trajectory ordinal."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -214,7 +236,7 @@ def _stream(fmt: ExportFormat, store: RunStore, path: Path) -> tuple[_Written, l
     group_of_row: list[int] = []
     groups = 0
     with pq.ParquetWriter(path, schema) as writer:
-        for batch, seen in _batches(fmt, store):
+        for batch, seen in _batches(fmt, store, include_truncated, written):
             written.trajectories += seen
             if not batch:
                 continue
@@ -274,12 +296,20 @@ def _usage(run_dir: Path | str) -> dict[str, int]:
     }
 
 
-def _batches(fmt: ExportFormat, store: RunStore) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], int]]:
-    """Rows as (trajectory ordinal within the batch, row) with the ok trajectories the batch read."""
+def _batches(
+    fmt: ExportFormat, store: RunStore, include_truncated: bool, written: _Written
+) -> Iterator[tuple[list[tuple[int, dict[str, Any]]], int]]:
+    """Rows as (trajectory ordinal within the batch, row) with the ok trajectories the batch read.
+
+    A trajectory with a free-text reply cut by max_tokens is left out (counted in ``written.truncated``)
+    unless ``include_truncated``: a cut reply is a bad training target."""
     batch: list[tuple[int, dict[str, Any]]] = []
     seen = ordinal = 0
     for trajectory in store.iter_records(status="ok"):
         seen += 1
+        if not include_truncated and truncated_steps(trajectory):
+            written.truncated += 1
+            continue
         rows = list(fmt.rows(trajectory))
         if rows:
             batch.extend((ordinal, row) for row in rows)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import operator
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from pydantic import BaseModel
+from typing_extensions import TypedDict
 
+from synth import sampling
 from synth.errors import ModelSpecError, OptionError
 from synth.role import Role
 from synth.trajectory import Step, Trajectory
@@ -32,17 +34,29 @@ class BaseState(TypedDict, total=False):
 
 @dataclass
 class ModelSet:
-    """The model client for each role: a default plus per-role overrides (``--model judge=SPEC``)."""
+    """The model client for each role: a default plus per-role overrides (``--model judge=SPEC``).
+
+    ``sampling`` holds the run's generation settings (``--sampling``, see :mod:`synth.sampling`): keyed
+    ``default`` (every role) or a role name; they win over the role's own.
+    """
 
     default: Any
     by_role: dict[str, Any] = field(default_factory=dict)
     specs: dict[str, str] = field(default_factory=dict)
+    sampling: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: ``--call-budget``: seconds one call may take in total, retries included (synth.models.budget).
+    call_budget: float | None = None
 
     def for_role(self, role: str) -> Any:
         client = self.by_role.get(role, self.default)
         if client is None:
             raise ModelSpecError(f"no model for role '{role}': pass --model SPEC or --model {role}=SPEC")
-        return client
+        if self.call_budget is not None:
+            from synth.models.budget import CallBudget
+
+            client = CallBudget(client, self.call_budget)
+        settings = sampling.for_role(self.sampling, role)
+        return sampling.SamplingOverride(client, settings) if settings else client
 
     def spec_for(self, role: str) -> str:
         return self.specs.get(role, self.specs.get("default", ""))

@@ -24,6 +24,8 @@ from autogen_agentchat.messages import StructuredMessage, TextMessage
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from synth.errors import StepError, SynthError
+from synth.models.budget import timeout_text
+from synth.models.structured import MODE_SINK
 from synth.recording import CallRecorder, Turn, short_error
 from synth.trajectory import Step, Usage
 
@@ -51,6 +53,9 @@ class Role(BaseModel):
     output: type[BaseModel] | None = None
     sampling: dict[str, Any] = {}
     description: str = ""
+    #: A free-text reply cut by max_tokens is marked truncated (``meta.truncated``; exports leave its
+    #: trajectory out). False for a role whose graph expects and handles the cut (keeps a first line).
+    mark_truncated: bool = True
 
     @field_validator("name")
     @classmethod
@@ -109,16 +114,30 @@ class Role(BaseModel):
         started = time.perf_counter()
         output: dict[str, Any] | None = None
         error: BaseException | None = None
+        sink: dict[str, Any] = {}  # the structured-output mode the client used, and why it fell back
+        token = MODE_SINK.set(sink)
         try:
             output = await self._ask(agent, user)
         except Exception as exc:
             error = exc
+        finally:
+            MODE_SINK.reset(token)
         fallback = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         step = self.step(
-            recorder.turns, node=node, inputs=inputs, model=recorder.spec, output=output, error=error
+            recorder.turns,
+            node=node,
+            inputs=inputs,
+            model=recorder.spec,
+            output=output,
+            error=error,
+            cause=sink.get("note", ""),
+            timeout_hint=timeout_text(client) if error is not None else "",
         )
         step.messages = step.messages or fallback
         step.latency_s = step.usage.latency_s = time.perf_counter() - started
+        for key, meta in (("mode", "structured"), ("note", "structured_note")):
+            if key in sink:
+                step.meta[meta] = sink[key]
         return step
 
     def step(
@@ -130,9 +149,14 @@ class Role(BaseModel):
         model: str,
         output: dict[str, Any] | None = None,
         error: BaseException | None = None,
+        cause: str = "",
+        timeout_hint: str = "",
     ) -> Step:
         """The Step of this role's model calls ``turns`` (one, or none if it failed before calling), with
-        ``output`` on success or ``error`` on failure: reason, message with the retry history, raw text."""
+        ``output`` on success or ``error`` on failure: reason, message with the retry history, raw text.
+
+        ``cause`` explains a failure the error cannot (e.g. the server ignored ``response_format``);
+        ``timeout_hint`` replaces the empty message of a timeout (after how long, what to change)."""
         results = [r for turn in turns for r in turn.results]
         latency = sum(turn.latency_s for turn in turns)
         last = turns[-1] if turns else None
@@ -154,7 +178,10 @@ class Role(BaseModel):
                 cached_calls=sum(1 for r in results if r.cached),
                 latency_s=latency,
             ),
+            finish_reason=last.finish_reason if last else None,
         )
+        if self.output is None and self.mark_truncated and step.finish_reason == "length":
+            step.meta["truncated"] = True  # a free-text reply cut by max_tokens: exports leave it out
         if error is None:
             step.output = output
             return step
@@ -162,7 +189,8 @@ class Role(BaseModel):
         step.error_reason = _reason(error, last)
         # Notes carry the client's retry history ("retries exhausted after 4 attempts: ..."): keep them.
         notes = "".join(f"\n{note}" for note in getattr(error, "__notes__", ()))[:1500]
-        step.error = f"{type(error).__name__}: {short_error(error)}{notes}"
+        text = short_error(error) or (timeout_hint if isinstance(error, TimeoutError) else "")
+        step.error = f"{type(error).__name__}: {text}{f' ({cause})' if cause else ''}{notes}"
         return step
 
     async def _ask(self, agent: AssistantAgent, task: str) -> dict[str, Any] | None:

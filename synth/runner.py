@@ -25,6 +25,7 @@ from synth.checkpoints import InlineSqliteSaver, replays_history
 from synth.graph import ModelSet, SynthGraph, steps_of
 from synth.inputs import SeedRow
 from synth.logs import redact, secret_values
+from synth.sampling import effective_sampling
 from synth.store import RunStore
 from synth.trajectory import Provenance, Trajectory, Usage, content_hash, row_key, trajectory_id, utc_now
 
@@ -47,17 +48,24 @@ class RunSummary:
         return sum(self.counts.values())
 
 
-def run_fingerprint(graph: SynthGraph, options: Mapping[str, Any], model_specs: Mapping[str, str]) -> str:
-    """What makes two runs' records comparable: graph, its role templates, options and models."""
-    return content_hash(
-        {
-            "graph": graph.name,
-            "version": graph.version,
-            "templates": graph.template_hashes(),
-            "options": dict(options),
-            "models": dict(model_specs),
-        }
-    )
+def run_fingerprint(
+    graph: SynthGraph,
+    options: Mapping[str, Any],
+    model_specs: Mapping[str, str],
+    sampling: Mapping[str, Any] | None = None,
+) -> str:
+    """What makes two runs' records comparable: graph, its role templates, options, models and the run's
+    ``--sampling`` (only when set, so runs without it keep their fingerprint)."""
+    identity = {
+        "graph": graph.name,
+        "version": graph.version,
+        "templates": graph.template_hashes(),
+        "options": dict(options),
+        "models": dict(model_specs),
+    }
+    if sampling:
+        identity["sampling"] = dict(sampling)
+    return content_hash(identity)
 
 
 class Runner:
@@ -83,7 +91,7 @@ class Runner:
         self.concurrency = concurrency
         self.checkpoints = checkpoints
         self.on_event = on_event
-        self.fingerprint = run_fingerprint(graph, self.options, models.specs)
+        self.fingerprint = run_fingerprint(graph, self.options, models.specs, models.sampling)
         self._secrets = secret_values()
         self._resumable: set[str] = set()
         self._lines: dict[str, str] = {}  # source line -> the id of the row it holds (this run's read)
@@ -93,7 +101,7 @@ class Runner:
             fingerprint=self.fingerprint,
             role_templates=graph.template_hashes(),
             models=dict(models.specs),
-            sampling={role.name: role.sampling for role in graph.roles if role.sampling},
+            sampling=effective_sampling(graph, models.sampling),
             synth_version=__version__,
         )
 

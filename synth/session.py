@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -43,10 +44,15 @@ from synth.inputs import (
     same_input,
 )
 from synth.logs import RunLog, error_kind
+from synth.models.preflight import apply_mode, preflight
 from synth.models.reply_guard import DEFAULT_MAX_REPLY_BYTES
+from synth.models.spec import parse_spec
 from synth.registry import available, load_graph
 from synth.run_folder import open_folder
 from synth.runner import Runner, RunSummary, run_fingerprint
+from synth.sampling import backend_defaults
+from synth.sampling import check_roles as check_sampling_roles
+from synth.sampling import validate as validate_sampling
 from synth.store import RunStore, open_locked
 from synth.trace import NodeTrace
 from synth.trajectory import Trajectory
@@ -66,6 +72,8 @@ class RunRequest(BaseModel):
     out: Path
     models: dict[str, str] = {"default": "local:gemma-3-270m"}
     options: dict[str, Any] = {}
+    #: ``--sampling``: generation settings keyed ``default`` (every role) or a role (synth.sampling).
+    sampling: dict[str, dict[str, Any]] = {}
     limit: int | None = Field(default=None, ge=1)
     concurrency: int = Field(default=16, ge=1)
     max_calls: int = Field(default=32, ge=1)
@@ -75,6 +83,8 @@ class RunRequest(BaseModel):
     #: Largest input field in bytes (``--max-field-bytes``); a row with a larger one fails, naming it.
     max_field_bytes: int = Field(default=DEFAULT_MAX_FIELD_BYTES, ge=1)
     max_reply_bytes: int = Field(default=DEFAULT_MAX_REPLY_BYTES, ge=1)
+    #: Seconds one model call may take in total, retries and backoff included (None: no cap).
+    call_budget: float | None = Field(default=None, gt=0)
     api_key_env: str | None = None
     force: bool = False
     new: bool = False
@@ -84,6 +94,8 @@ class RunRequest(BaseModel):
     checkpoints: bool = True
     cache: bool = True
     adaptive: bool = False
+    #: Preflight each OpenAI-compatible endpoint before the folder is touched (`synth run` default: on).
+    check: bool = False
     #: Print every finished node of every row (not stored in config.yaml: it changes no result).
     trace: bool = False
     #: Seconds between plain progress lines on stdout; 0 = none. ``synth run`` sets it when stdout is not a
@@ -163,14 +175,22 @@ def build_models(specs: dict[str, str], request: RunRequest, cache: CallCache | 
     for spec in dict.fromkeys(specs.values()):
         # An in-process model queues requests behind whole batches on a shared CPU: a timeout there only
         # re-enqueues work that is still running, so local backends get at least LOCAL_TIMEOUT_S.
-        spec_options = options
+        spec_options = options.model_copy(update={"sampling": {**backend_defaults(spec), **options.sampling}})
         if spec.startswith("local:") and options.timeout_s is not None:  # None: no timeout at all
-            spec_options = options.model_copy(update={"timeout_s": max(options.timeout_s, LOCAL_TIMEOUT_S)})
+            spec_options = spec_options.model_copy(
+                update={"timeout_s": max(options.timeout_s, LOCAL_TIMEOUT_S)}
+            )
         clients[spec] = make_client(spec, spec_options)
         clients[spec].cache = cache
     by_role = {role: clients[spec] for role, spec in specs.items() if role != "default"}
     public = {role: public_spec(spec) for role, spec in specs.items()}
-    return ModelSet(default=clients[specs["default"]], by_role=by_role, specs=public)
+    return ModelSet(
+        default=clients[specs["default"]],
+        by_role=by_role,
+        specs=public,
+        sampling=validate_sampling(request.sampling),
+        call_budget=request.call_budget,
+    )
 
 
 async def run_session(request: RunRequest, console: Console | None = None) -> tuple[RunSummary, Path]:
@@ -185,9 +205,15 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
     check_input(request.input, folder_ok=request.executor == "ray")  # a missing input leaves no folder
     check_roles(graph, request.models)
     options = graph.resolve_options(request.options)
+    check_sampling_roles(request.sampling, graph.name, (role.name for role in graph.roles))
+    checked = await _preflight(request, console)  # an unreachable endpoint fails here, in seconds
     models = build_models(request.models, request)  # before touching the folder: a bad spec or key fails here
+    for spec, report in checked.items():
+        for client in models.clients():
+            if getattr(client, "spec", None) == str(parse_spec(spec)):
+                apply_mode(client, report.structured)
     try:
-        fingerprint = run_fingerprint(graph, options, models.specs)
+        fingerprint = run_fingerprint(graph, options, models.specs, models.sampling)
         source = input_record(request.input)
         folder, inputs, reset = open_folder(request, graph, fingerprint, source)
         changed = [
@@ -214,6 +240,8 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
                     **request.model_dump(mode="json", exclude={"trace", "progress_every"}),
                     "models": models.specs,  # credentials in a URL redacted (the request holds them)
                     "inputs": inputs,
+                    # `graph` is what was asked (a name, a YAML path, file.py:NAME); cards and tags use this
+                    "graph_name": graph.name,
                     "options": options,
                     "fingerprint": fingerprint,
                 }
@@ -235,6 +263,17 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
             client.cache = None
             await client.close()
     return summary, folder
+
+
+async def _preflight(request: RunRequest, console: Console) -> dict[str, Any]:
+    if not request.check:
+        return {}
+    return await preflight(
+        request.models,
+        api_key_env=request.api_key_env,
+        timeout=min(request.timeout, 60.0),
+        say=lambda line: console.print(escape(line), soft_wrap=True),
+    )
 
 
 def _reset(store: RunStore) -> None:

@@ -66,6 +66,8 @@ class Step(BaseModel):
     latency_s: float = 0.0
     cached: bool = False
     repaired: bool = False
+    #: The last call's finish reason ("stop", "length": cut by max_tokens, ...); None before any reply.
+    finish_reason: str | None = None
     template_hash: str = ""
     meta: dict[str, Any] = Field(default_factory=dict)
 

@@ -7,11 +7,17 @@ down with ``set_latency(...)``, read ``stats()`` / ``requests``; point clients a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from synth.testing.openai_server import OpenAIServer
+
+# `synth run` checks OpenAI-compatible endpoints before a run (tiny probe calls, the model in /models). The
+# loopback server's scripted replies and fault plans count every call, so CLI runs in tests skip the check
+# unless a test asks for it (tests/test_preflight.py, the transformers serve integration test).
+os.environ["SYNTH_CHECK"] = "0"
 
 
 @pytest.fixture

@@ -33,6 +33,8 @@ ACCEPTED_FORMS = (
     "  openai:MODEL@BASE_URL             e.g. openai:Qwen/Qwen2.5-7B-Instruct@http://localhost:8000/v1 "
     "(vLLM, SGLang, llama.cpp server...)\n"
     "  openai:MODEL@BASE_URL?logprobs=vllm  the same, scoring text by vLLM's prompt_logprobs (ATM, judges)\n"
+    "  openai:MODEL@BASE_URL?structured=prompt  structured output mode: json_schema (default, detected), "
+    "json_object or prompt\n"
     "  local:NAME | local:/path/to/folder e.g. local:gemma-3-270m (embedded model, CPU)\n"
     "  replay:FILE.jsonl                 scripted replies, one per line (tests)"
 )
@@ -50,12 +52,15 @@ class ModelSpec(BaseModel):
     path: Path | None = None
     #: How an OpenAI-compatible server scores given text (``?logprobs=vllm``); None: it cannot.
     logprobs: LogprobsMode | None = None
+    #: Structured-output mode (``?structured=json_schema|json_object|prompt``); None: detected.
+    structured: str | None = None
 
     def __str__(self) -> str:
         if self.backend == "openai":
             where = f"@{redact_urls(self.base_url)}" if self.base_url else ""
-            query = f"?logprobs={self.logprobs}" if self.logprobs else ""
-            return f"openai:{self.model}{where}{query}"
+            pairs = [("logprobs", self.logprobs), ("structured", self.structured)]
+            query = "&".join(f"{k}={v}" for k, v in pairs if v)
+            return f"openai:{self.model}{where}{'?' + query if query else ''}"
         if self.backend == "replay":
             return f"replay:{self.path}"
         return f"{self.backend}:{self.model}"
@@ -76,25 +81,30 @@ def _looks_like_path(value: str) -> bool:
     return value.startswith((".", "/", "~")) or "/" in value or "\\" in value
 
 
-def _logprobs_option(spec: str, query: str) -> LogprobsMode | None:
-    """The ``?logprobs=MODE`` suffix of an openai spec (the only option a spec string carries)."""
+def _query_options(spec: str, query: str) -> tuple[LogprobsMode | None, str | None]:
+    """The ``?logprobs=vllm&structured=MODE`` suffix of an openai spec."""
+    from synth.models.structured import MODES
+
     if not query:
-        return None
+        return None, None
     try:
         options = dict(parse_qsl(query, strict_parsing=True))
     except ValueError:
         raise _bad(spec, f"the options after '?' must look like logprobs=vllm, not {query!r}") from None
-    unknown = sorted(set(options) - {"logprobs"})
+    unknown = sorted(set(options) - {"logprobs", "structured"})
     if unknown:
         raise _bad(
             spec,
-            f"unknown option {', '.join(unknown)} after '?' (known: logprobs; an API key goes in an "
-            "environment variable named by --api-key-env, never in the spec)",
+            f"unknown option {', '.join(unknown)} after '?' (known: logprobs, structured; an API key goes "
+            "in an environment variable named by --api-key-env, never in the spec)",
         )
-    mode = options["logprobs"]
-    if mode not in LOGPROBS_MODES:
+    mode = options.get("logprobs")
+    if mode is not None and mode not in LOGPROBS_MODES:
         raise _bad(spec, f"logprobs={mode} is not supported; use logprobs=vllm")
-    return mode  # type: ignore[return-value]
+    structured = options.get("structured")
+    if structured is not None and structured not in MODES:
+        raise _bad(spec, f"structured={structured} is not a mode; use one of {', '.join(MODES)}")
+    return mode, structured  # type: ignore[return-value]
 
 
 def parse_spec(spec: str) -> ModelSpec:
@@ -113,7 +123,7 @@ def parse_spec(spec: str) -> ModelSpec:
     rest = rest.strip()
     if backend == "openai":
         rest, _, query = rest.partition("?")
-        logprobs = _logprobs_option(spec, query)
+        logprobs, structured = _query_options(spec, query)
         model, base_url = rest, None
         for scheme in ("@http://", "@https://"):
             at = rest.find(scheme)
@@ -136,7 +146,9 @@ def parse_spec(spec: str) -> ModelSpec:
                     "URL with --model, or put the key in an environment variable (--api-key-env)",
                 )
             base_url = base_url.rstrip("/")
-        return ModelSpec(backend="openai", model=model, base_url=base_url, logprobs=logprobs)
+        return ModelSpec(
+            backend="openai", model=model, base_url=base_url, logprobs=logprobs, structured=structured
+        )
     if backend == "local":
         if _looks_like_path(rest):
             return ModelSpec(backend="local", model=rest, path=Path(rest).expanduser())
@@ -160,8 +172,10 @@ def make_client(
     inner: Any
     if parsed.backend == "openai":
         from synth.models.openai_client import build_openai_client
+        from synth.models.structured import StructuredClient
 
-        inner = build_openai_client(parsed.model, parsed.base_url, opts, logprobs=parsed.logprobs)
+        built = build_openai_client(parsed.model, parsed.base_url, opts, logprobs=parsed.logprobs)
+        inner = StructuredClient(built, parsed.structured, spec=str(parsed))  # type: ignore[arg-type]
     elif parsed.backend == "replay":
         from synth.models.replay import build_replay_client
 
