@@ -7,10 +7,11 @@
 
 * SFT: ``head_on: all`` (TRL's CPU default: the fused LM head projects every position) vs ``head_on: loss``
   (only positions that carry a loss). LoRA, fp32, batch 1 x grad_accum 4, one epoch over the rows.
-  ``--bf16`` adds an "after, bf16" run (CPUs with AMX/avx512_bf16) for information.
+  ``--bf16`` adds an "after, bf16" run (CPUs with AMX/avx512_bf16).
 * eval: :class:`train.generation.FolderGenerator` with ``fast=False`` (input order, every row to EOS or
   ``max_new_tokens``) vs ``fast=True`` (length-sorted batches, each row stops once its answer is fixed);
-  greedy, same prompts; the bench checks the scored answers are identical.
+  greedy, same prompts, fp32; the bench counts how many scored answers equal the "before" ones.
+  ``--bf16`` adds the fast path with bf16 weights (``synth eval qa --dtype bf16``).
 
 Without ``--sft-data`` / ``--qa-data`` the rows are generated here in the shape of SMART long trajectories
 (a question, three ~150-token retrieved passages in ``tool`` turns, three short assistant segments) and of
@@ -144,17 +145,23 @@ def bench_sft(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             grad_accum=4, max_length=args.max_length, precision=precision, head_on=head_on,  # type: ignore[arg-type]
             limit=args.sft_rows, save_steps=10_000, logging_steps=1, device="cpu", warmup=0,
         )  # fmt: skip
+        cpu = time.process_time()
         trained = run_sft(settings, log=lambda _: None)
+        cpu = time.process_time() - cpu
         assert isinstance(trained, RunResult)
         results[name] = {
             "head_on": head_on,
             "precision": precision,
             "train_s": trained.seconds,
+            "cpu_s_with_load": round(cpu, 1),
             "tokens_per_s": round(tokens / trained.seconds, 1),
             "train_loss": trained.train_loss,
         }
         print(f"sft {name:10} {results[name]}", flush=True)
-    results["speedup"] = round(results["after"]["tokens_per_s"] / results["before"]["tokens_per_s"], 2)
+    for name, _, _ in variants[1:]:
+        results[f"speedup_{name}"] = round(
+            results[name]["tokens_per_s"] / results["before"]["tokens_per_s"], 2
+        )
     return results
 
 
@@ -176,16 +183,31 @@ def bench_eval(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "batch_size": 8,
     }
     answers: dict[str, list[str]] = {}
-    for name, fast in (("before", False), ("after", True)):
-        generator = FolderGenerator(model_path(args.model), args.max_new_tokens, 8, fast=fast)
-        started = time.monotonic()
+    variants = [("before", False, "fp32"), ("after", True, "fp32")]
+    if args.bf16:
+        variants.append(("after_bf16", True, "bf16"))
+    for name, fast, dtype in variants:
+        generator = FolderGenerator(model_path(args.model), args.max_new_tokens, 8, fast=fast, dtype=dtype)
+        started, cpu = time.monotonic(), time.process_time()
         raw = generator.generate(prompts)
-        seconds = time.monotonic() - started
+        seconds, cpu = time.monotonic() - started, time.process_time() - cpu
         answers[name] = [extract_answer(text) for text in raw]
-        results[name] = {"seconds": round(seconds, 2), "prompts_per_s": round(len(prompts) / seconds, 3)}
-        print(f"eval {name:6} {results[name]}", flush=True)
-    results["speedup"] = round(results["after"]["prompts_per_s"] / results["before"]["prompts_per_s"], 2)
-    results["same_answers"] = sum(a == b for a, b in zip(answers["before"], answers["after"], strict=True))
+        tokens = [len(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in raw]
+        results[name] = {
+            "dtype": dtype,
+            "seconds": round(seconds, 2),
+            "cpu_seconds": round(cpu, 2),
+            "prompts_per_s": round(len(prompts) / seconds, 3),
+            "mean_new_tokens": round(sum(tokens) / len(tokens), 1),
+            "same_answers_as_before": sum(
+                a == b for a, b in zip(answers["before"], answers[name], strict=True)
+            ),
+        }
+        print(f"eval {name:10} {results[name]}", flush=True)
+    for name, _, _ in variants[1:]:
+        results[f"speedup_{name}"] = round(
+            results[name]["prompts_per_s"] / results["before"]["prompts_per_s"], 2
+        )
     return results
 
 

@@ -59,6 +59,13 @@ def qa(
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Generation budget per answer.")] = 32,
     batch_size: Annotated[int, typer.Option(help="Rows per generate() call (model folders).")] = 8,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Model folders: default (fp32 on CPU, bf16 on GPU), auto (bf16 on CPUs with "
+            "AMX/avx512_bf16: faster), fp32, bf16."
+        ),
+    ] = "default",
     few_shot: Annotated[
         int, typer.Option(help="Put K worked examples (from --few-shot-from) before every prompt.")
     ] = 0,
@@ -113,6 +120,7 @@ def qa(
             batch_size=batch_size,
             few_shot=few_shot,
             few_shot_from=few_shot_from,
+            dtype=dtype,
         )
         intervals = summary["intervals"]
         under = " | 95% CI EM {:.1f}-{:.1f} F1 {:.1f}-{:.1f}".format(

@@ -125,7 +125,7 @@ def write_results(out: Path, records: list[dict[str, Any]], summary: dict[str, A
 
 
 def make_generator(
-    model: str, style: Style, max_new_tokens: int, batch_size: int, fast: bool = True
+    model: str, style: Style, max_new_tokens: int, batch_size: int, fast: bool = True, dtype: str = "default"
 ) -> tuple[Any, Path | None]:
     """The generator for ``model`` (a folder: in-process; a spec: its client) and the folder, if any.
     ``fast=False``: a folder generates in input order, every row to EOS (see :mod:`train.generation`)."""
@@ -139,7 +139,7 @@ def make_generator(
             )
         folder = resolve_folder(model.split(":", 1)[1])
     if folder:
-        return FolderGenerator(folder, max_new_tokens, batch_size, fast), folder
+        return FolderGenerator(folder, max_new_tokens, batch_size, fast, dtype), folder
     return SpecGenerator(model, max_new_tokens), None
 
 
@@ -180,6 +180,7 @@ def run_qa_eval(
     few_shot: int = 0,
     few_shot_from: Path | None = None,
     fast: bool = True,
+    dtype: str = "default",
 ) -> dict[str, Any]:
     """Evaluate ``model`` on the QA rows in ``data``; write predictions.jsonl + summary.json to ``out``.
 
@@ -209,7 +210,7 @@ def run_qa_eval(
     else:
         prompts = [build_messages(r["question"], r["passages"], style) for r in rows]
     started = time.monotonic()
-    generator, folder = make_generator(model, style, max_new_tokens, batch_size, fast)
+    generator, folder = make_generator(model, style, max_new_tokens, batch_size, fast, dtype)
     raw = generator.generate(prompts)
     seconds = time.monotonic() - started
     out = out or default_out(model, data)
@@ -238,6 +239,7 @@ def run_qa_eval(
         if retrieve_k == 0
         else (f"retrieved top-{retrieve_k or 3} from {corpus}" if corpus else "from the data"),
         "max_new_tokens": max_new_tokens,
+        "dtype": str(generator.dtype).removeprefix("torch.") if folder else None,
         "seconds": round(seconds, 2),
         "prompts_per_s": round(n / seconds, 3) if seconds > 0 else None,
     }

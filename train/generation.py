@@ -9,8 +9,9 @@ What makes it fast on a CPU, where one evaluation used to cost ~6 s per prompt:
   that rambles for ``max_new_tokens`` after a one-line answer no longer holds its whole batch;
 * the LM head runs at the last position only (``generate`` passes ``logits_to_keep=1``).
 
-``fast=False`` keeps the input order and generates every row to EOS or ``max_new_tokens`` (the speed
-bench's "before"). Both are greedy on the same prompts; the scored answers are the same.
+``dtype``: see :func:`weights_dtype`. ``fast=False`` keeps the input order and generates every row to
+EOS or ``max_new_tokens`` (the speed bench's "before"). Both are greedy on the same prompts; the scored
+answers are the same.
 """
 
 from __future__ import annotations
@@ -20,9 +21,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from train.errors import TrainError
 from train.qa import answer_complete
 
 Prompt = tuple[list[dict[str, Any]], str | None]
+
+
+def weights_dtype(name: str, device: str) -> Any:
+    """``default``: bf16 on a GPU, fp32 on CPU (numerically the safe choice); ``auto``: the embedded
+    engine's rule (bf16 on CPUs with native bf16 units, AMX / avx512_bf16, which run it faster);
+    or ``fp32`` / ``bf16`` / ``fp16``."""
+    import torch
+
+    from synth.models.local.engine import resolve_dtype
+
+    if name == "default":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    try:
+        return resolve_dtype(name, device)
+    except ValueError as exc:
+        raise TrainError(f"--dtype: {exc}") from None
 
 
 class AnswerStop:
@@ -41,7 +59,9 @@ class AnswerStop:
 class FolderGenerator:
     """Greedy, batched generation from a model folder; a LoRA adapter is merged into its base on load."""
 
-    def __init__(self, folder: Path, max_new_tokens: int, batch_size: int, fast: bool = True) -> None:
+    def __init__(
+        self, folder: Path, max_new_tokens: int, batch_size: int, fast: bool = True, dtype: str = "default"
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -49,16 +69,16 @@ class FolderGenerator:
 
         self.max_new_tokens, self.batch_size, self.fast = max_new_tokens, batch_size, fast
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        self.dtype = weights_dtype(dtype, device)
         adapter = (folder / "adapter_config.json").is_file()
         if adapter:
             from peft import PeftModel
 
             base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-            base_model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+            base_model = AutoModelForCausalLM.from_pretrained(base, dtype=self.dtype)
             model: Any = PeftModel.from_pretrained(base_model, str(folder)).merge_and_unload()
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=self.dtype)
         self.model = model.to(device).eval()
         self.tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(str(folder)))
         self.tokenizer.padding_side = "left"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,19 +56,40 @@ def test_answer_complete_is_prefix_safe_on_random_generations() -> None:
     assert answer_complete('{"answer": "Paris"') is False and answer_complete('{"answer": "Paris"}')
 
 
+def _newline_every_few_tokens(generator: Any) -> None:
+    """Make the tiny (random) model end a line whenever its last token id is a multiple of 4, so rows
+    finish their first line after different numbers of tokens (a random model never writes one)."""
+    newline = generator.tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+    forward = generator.model.forward
+
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        out = forward(*args, **kwargs)
+        last = kwargs["input_ids"][:, -1]
+        out.logits[(last % 4 == 0) & (last != newline), -1, newline] = 1e4
+        return out
+
+    generator.model.forward = patched
+
+
 def test_fast_generation_gives_the_same_answers_in_the_same_order(tmp_path: Path) -> None:
     from train.generation import FolderGenerator
 
     model = tiny_model(tmp_path / "tiny")
     passages = [{"id": "1", "title": "", "text": "Hamlet is a tragedy written by William Shakespeare."}]
-    prompts = [build_messages("Who wrote Hamlet?", passages * n, "plain") for n in (0, 3, 1, 2, 0, 4)]
-    slow = FolderGenerator(model, 24, 3, fast=False).generate(prompts)
-    fast = FolderGenerator(model, 24, 3, fast=True).generate(prompts)
-    assert [extract_answer(t) for t in fast] == [extract_answer(t) for t in slow]
-    assert all(
-        s.startswith(f) or extract_answer(s) == extract_answer(f) for s, f in zip(slow, fast, strict=True)
-    )
-    assert sum(map(len, fast)) <= sum(map(len, slow))
+    prompts = [
+        build_messages(f"Who wrote Hamlet {q}?", passages * n, "plain")
+        for q, n in enumerate((0, 3, 1, 2, 0, 4))
+    ]
+    outputs = {}
+    for fast in (False, True):
+        generator = FolderGenerator(model, 24, 3, fast=fast)
+        _newline_every_few_tokens(generator)
+        outputs[fast] = generator.generate(prompts)
+    slow, fast_ = outputs[False], outputs[True]
+    assert [extract_answer(t) for t in fast_] == [extract_answer(t) for t in slow]
+    assert all(extract_answer(t) for t in slow)  # non-empty first lines: the comparison means something
+    assert all(s.startswith(f.rstrip("\n")) for s, f in zip(slow, fast_, strict=True))
+    assert sum(map(len, fast_)) < sum(map(len, slow)) / 2  # rows stopped at their answers
 
 
 def test_load_qa_accepts_passage_objects_strings_and_ctxs(tmp_path: Path) -> None:
@@ -96,3 +118,14 @@ def test_load_qa_accepts_passage_objects_strings_and_ctxs(tmp_path: Path) -> Non
     bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "Q", "answers": ["x"], "passage": 3}])
     with pytest.raises(TrainError, match=r"bad.jsonl:1: 'passage' must be a string or an object"):
         load_qa(bad)
+
+
+def test_eval_dtype_choices() -> None:
+    import torch
+
+    from train.generation import weights_dtype
+
+    assert weights_dtype("default", "cpu") == torch.float32 and weights_dtype("bf16", "cpu") == torch.bfloat16
+    assert weights_dtype("auto", "cpu") in (torch.float32, torch.bfloat16)
+    with pytest.raises(TrainError, match="--dtype: unknown dtype 'fp64'"):
+        weights_dtype("fp64", "cpu")

@@ -121,3 +121,34 @@ def test_head_on_defaults_to_loss_positions_and_may_change_on_resume() -> None:
     settings = SFTSettings(model="m", output_dir="o", data="d")
     assert settings.head_on == "loss" and settings.group_by_length is False
     assert "head_on" in RESUMABLE_KEYS
+
+
+def test_sft_runs_train_the_same_with_the_head_at_loss_positions_or_everywhere(
+    model_folder: Path, tmp_path: Path
+) -> None:
+    """End to end through `synth train sft`: the switch changes where the head runs, not the training."""
+    from tests.train.fixtures_train import base_settings, smart_long_row, write_dataset
+    from train.runfolder import RunResult
+    from train.sft import run_sft
+
+    data = write_dataset(tmp_path / "data", [smart_long_row(i) for i in range(4)])
+    losses = {}
+    for head_on in ("all", "loss"):
+        settings = SFTSettings(**base_settings(model_folder, data, tmp_path / head_on, head_on=head_on))
+        result = run_sft(settings, log=lambda _: None)
+        assert isinstance(result, RunResult) and result.train_loss is not None
+        losses[head_on] = result.train_loss
+    assert compact_head_enabled()
+    assert losses["loss"] == pytest.approx(losses["all"], abs=1e-5)
+
+
+def test_sft_packs_and_groups_by_length(model_folder: Path, tmp_path: Path) -> None:
+    from tests.train.fixtures_train import base_settings, smart_long_row, write_dataset
+    from train.runfolder import RunResult
+    from train.sft import run_sft
+
+    data = write_dataset(tmp_path / "data", [smart_long_row(i) for i in range(6)])
+    for name, extra in (("packed", {"packing": True}), ("grouped", {"group_by_length": True})):
+        settings = SFTSettings(**base_settings(model_folder, data, tmp_path / name, **extra))
+        result = run_sft(settings, log=lambda _: None)
+        assert isinstance(result, RunResult) and result.global_step == 2 and result.train_loss is not None
