@@ -1,21 +1,24 @@
 """SFT training tokens/s and QA evaluation prompts/s on the embedded model, before and after the speed work.
 
-    python bench/train_speed.py                       # 8 SFT rows, 16 eval prompts (a few minutes on 2 cores)
-    python bench/train_speed.py --sft-rows 16 --eval-rows 32 --sft-data out/smart-long --qa-data qa.jsonl
+    python bench/train_speed.py                    # 4 SFT rows, 16 eval prompts
+    python bench/train_speed.py --sft-data out/smart-long --qa-data qa.jsonl --precision bf16
 
-"Before" and "after" run in the same process on the same rows and settings; only the switches differ:
+"Before" and "after" run in the same process on the same rows and settings; only the switch differs, and
+each unit of work is timed both ways in alternating order (ABBA), so a load change on a shared machine
+hits both alike:
 
-* SFT: ``head_on: all`` (TRL's CPU default: the fused LM head projects every position) vs ``head_on: loss``
-  (only positions that carry a loss). LoRA, fp32, batch 1 x grad_accum 4, one epoch over the rows.
-  ``--bf16`` adds an "after, bf16" run (CPUs with AMX/avx512_bf16).
-* eval: :class:`train.generation.FolderGenerator` with ``fast=False`` (input order, every row to EOS or
-  ``max_new_tokens``) vs ``fast=True`` (length-sorted batches, each row stops once its answer is fixed);
-  greedy, same prompts, fp32; the bench counts how many scored answers equal the "before" ones.
-  ``--bf16`` adds the fast path with bf16 weights (``synth eval qa --dtype bf16``).
+* SFT: the trainer ``synth train sft`` builds (TRL SFTTrainer, LoRA r=16 all-linear, assistant-only loss),
+  its own batches (batch 1); each batch goes through ``training_step`` (forward + backward) with
+  ``head_on: all`` (TRL's CPU default: the fused LM head projects every position) and ``head_on: loss``
+  (only positions that carry a loss). The losses of both must agree (``max_loss_difference``).
+* eval: :class:`train.generation.FolderGenerator`, greedy, batch 8, ``fast=False`` (input order, every
+  row to EOS or ``max_new_tokens``) vs ``fast=True`` (length-sorted batches, each row stops once its
+  answer is fixed); ``same_answers`` counts scored answers that agree.
 
 Without ``--sft-data`` / ``--qa-data`` the rows are generated here in the shape of SMART long trajectories
-(a question, three ~150-token retrieved passages in ``tool`` turns, three short assistant segments) and of
-retrieval QA prompts (three passages per question). Writes ``bench/results/train_speed.json``.
+(a question, three ~150-token passages in ``tool`` turns, three short assistant segments: ~670 tokens,
+~7 % of them trained) and of retrieval QA prompts (three passages per question). Writes
+``bench/results/train_speed.json``.
 """
 
 from __future__ import annotations
@@ -35,9 +38,8 @@ sys.path.insert(0, str(REPO))
 
 from train.config import SFTSettings  # noqa: E402
 from train.qa import build_messages, extract_answer, load_qa  # noqa: E402
-from train.runfolder import RunResult  # noqa: E402
-from train.sft import run_sft  # noqa: E402
 
+VARIANTS = ("before", "after")
 TOPICS = [
     ("Canberra", "Canberra is the capital city of Australia", "the capital of Australia", "Canberra"),
     (
@@ -112,21 +114,16 @@ def qa_row(i: int) -> dict[str, Any]:
     }
 
 
-def sft_tokens(data: Path, model: str, max_length: int) -> int:
-    """Tokens the trainer sees in one epoch (the chat template applied, truncated like training)."""
-    from datasets import load_dataset
-
-    from train.common import load_tokenizer, resolve_model
-
-    tokenizer = load_tokenizer(resolve_model(model))
-    rows = load_dataset("parquet", data_files=str(data / "data" / "*.parquet"), split="train")
-    return sum(
-        min(len(tokenizer.apply_chat_template(r["messages"], tokenize=True)), max_length) for r in rows
-    )
-
-
 def bench_sft(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The real ``synth train sft`` trainer (TRL SFTTrainer + LoRA, fused head), its real batches; each batch
+    is timed through ``training_step`` (forward + backward) with the head at all positions and at loss
+    positions, alternating which goes first (ABBA), so a load change on a shared machine hits both alike."""
     from datasets import Dataset
+
+    from train.common import load_tokenizer
+    from train.runner import build_plan
+    from train.sft import build_sft_trainer
+    from train.speed import use_compact_head
 
     data = args.sft_data
     if data is None:
@@ -134,34 +131,47 @@ def bench_sft(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         (data / "data").mkdir(parents=True)
         rows = [smart_long(i) for i in range(args.sft_rows)]
         Dataset.from_list(rows).to_parquet(str(data / "data" / "train-00000-of-00001.parquet"))
-    tokens = sft_tokens(data, args.model, args.max_length)
-    variants = [("before", "all", "fp32"), ("after", "loss", "fp32")]
-    if args.bf16:
-        variants.append(("after_bf16", "loss", "bf16"))
-    results: dict[str, Any] = {"rows": args.sft_rows, "tokens_per_epoch": tokens}
-    for name, head_on, precision in variants:
-        settings = SFTSettings(
-            model=args.model, data=str(data), output_dir=str(work / f"sft-{name}"), epochs=1, batch_size=1,
-            grad_accum=4, max_length=args.max_length, precision=precision, head_on=head_on,  # type: ignore[arg-type]
-            limit=args.sft_rows, save_steps=10_000, logging_steps=1, device="cpu", warmup=0,
-        )  # fmt: skip
-        cpu = time.process_time()
-        trained = run_sft(settings, log=lambda _: None)
-        cpu = time.process_time() - cpu
-        assert isinstance(trained, RunResult)
+    settings = SFTSettings(
+        model=args.model, data=str(data), output_dir=str(work / "sft-run"), batch_size=1,
+        max_length=args.max_length, precision=args.precision, limit=args.sft_rows, device="cpu",
+    )  # fmt: skip
+    _, job = build_plan("sft", settings)
+    job.tokenizer = load_tokenizer(job.base)
+    trainer = build_sft_trainer(job)
+    model = trainer.model
+    model.train()
+    batches = [trainer._prepare_inputs(batch) for batch in trainer.get_train_dataloader()]
+    trainer.training_step(model, batches[0])  # warm-up, untimed
+    timed: dict[str, dict[str, float]] = {
+        v: {"seconds": 0.0, "tokens": 0, "loss_tokens": 0} for v in VARIANTS
+    }
+    losses: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for i, batch in enumerate(batches):
+        for name in VARIANTS if i % 2 == 0 else VARIANTS[::-1]:
+            use_compact_head(name == "after")
+            model.zero_grad()
+            started = time.monotonic()
+            loss = trainer.training_step(model, batch)
+            timed[name]["seconds"] += time.monotonic() - started
+            timed[name]["tokens"] += int(batch["attention_mask"].sum())
+            timed[name]["loss_tokens"] += int((batch["labels"][:, 1:] != -100).sum())
+            losses[name].append(float(loss))
+    use_compact_head(True)
+    results: dict[str, Any] = {"rows": len(batches), "precision": args.precision}
+    for name in VARIANTS:
+        t = timed[name]
         results[name] = {
-            "head_on": head_on,
-            "precision": precision,
-            "train_s": trained.seconds,
-            "cpu_s_with_load": round(cpu, 1),
-            "tokens_per_s": round(tokens / trained.seconds, 1),
-            "train_loss": trained.train_loss,
+            "head_on": "all" if name == "before" else "loss",
+            "seconds": round(t["seconds"], 1),
+            "tokens": t["tokens"],
+            "loss_tokens": t["loss_tokens"],
+            "tokens_per_s": round(t["tokens"] / t["seconds"], 2),
         }
-        print(f"sft {name:10} {results[name]}", flush=True)
-    for name, _, _ in variants[1:]:
-        results[f"speedup_{name}"] = round(
-            results[name]["tokens_per_s"] / results["before"]["tokens_per_s"], 2
-        )
+        print(f"sft {name:6} {results[name]}", flush=True)
+    results["speedup"] = round(results["after"]["tokens_per_s"] / results["before"]["tokens_per_s"], 2)
+    results["max_loss_difference"] = max(
+        abs(a - b) for a, b in zip(losses["before"], losses["after"], strict=True)
+    )
     return results
 
 
@@ -182,32 +192,31 @@ def bench_eval(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "max_new_tokens": args.max_new_tokens,
         "batch_size": 8,
     }
-    answers: dict[str, list[str]] = {}
-    variants = [("before", False, "fp32"), ("after", True, "fp32")]
-    if args.bf16:
-        variants.append(("after_bf16", True, "bf16"))
-    for name, fast, dtype in variants:
-        generator = FolderGenerator(model_path(args.model), args.max_new_tokens, 8, fast=fast, dtype=dtype)
-        started, cpu = time.monotonic(), time.process_time()
-        raw = generator.generate(prompts)
-        seconds, cpu = time.monotonic() - started, time.process_time() - cpu
-        answers[name] = [extract_answer(text) for text in raw]
-        tokens = [len(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in raw]
+    generator = FolderGenerator(model_path(args.model), args.max_new_tokens, 8, dtype=args.eval_dtype)
+    halves = [prompts[: len(prompts) // 2], prompts[len(prompts) // 2 :]]
+    timed = {v: {"seconds": 0.0, "new_tokens": 0} for v in VARIANTS}
+    answers: dict[str, list[str]] = {v: [] for v in VARIANTS}
+    for i, half in enumerate(halves):
+        for name in VARIANTS if i % 2 == 0 else VARIANTS[::-1]:
+            generator.fast = name == "after"
+            started = time.monotonic()
+            raw = generator.generate(half)
+            timed[name]["seconds"] += time.monotonic() - started
+            answers[name] += [extract_answer(text) for text in raw]
+            timed[name]["new_tokens"] += sum(
+                len(generator.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in raw
+            )
+    for name in VARIANTS:
         results[name] = {
-            "dtype": dtype,
-            "seconds": round(seconds, 2),
-            "cpu_seconds": round(cpu, 2),
-            "prompts_per_s": round(len(prompts) / seconds, 3),
-            "mean_new_tokens": round(sum(tokens) / len(tokens), 1),
-            "same_answers_as_before": sum(
-                a == b for a, b in zip(answers["before"], answers[name], strict=True)
-            ),
+            "fast": name == "after",
+            "seconds": round(timed[name]["seconds"], 1),
+            "prompts_per_s": round(len(prompts) / timed[name]["seconds"], 3),
+            "mean_new_tokens": round(timed[name]["new_tokens"] / len(prompts), 1),
         }
-        print(f"eval {name:10} {results[name]}", flush=True)
-    for name, _, _ in variants[1:]:
-        results[f"speedup_{name}"] = round(
-            results[name]["prompts_per_s"] / results["before"]["prompts_per_s"], 2
-        )
+        print(f"eval {name:6} {results[name]}", flush=True)
+    results["speedup"] = round(results["after"]["prompts_per_s"] / results["before"]["prompts_per_s"], 2)
+    results["same_answers"] = sum(a == b for a, b in zip(answers["before"], answers["after"], strict=True))
+    results["dtype"] = str(generator.dtype).removeprefix("torch.")
     return results
 
 
@@ -216,7 +225,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="gemma-3-270m")
-    parser.add_argument("--sft-rows", type=int, default=8)
+    parser.add_argument("--sft-rows", type=int, default=4)
     parser.add_argument("--eval-rows", type=int, default=16)
     parser.add_argument(
         "--sft-data", type=Path, help="an sft/sft-long export folder (default: generated rows)"
@@ -224,7 +233,8 @@ def main() -> None:
     parser.add_argument("--qa-data", type=Path, help="a QA .jsonl with passages (default: generated rows)")
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--bf16", action="store_true", help="also time SFT in bf16 (AMX / avx512_bf16 CPUs)")
+    parser.add_argument("--precision", default="fp32", help="SFT precision (bf16: AMX / avx512_bf16 CPUs)")
+    parser.add_argument("--eval-dtype", default="fp32", help="eval weights: fp32, bf16, auto")
     parser.add_argument("--skip", choices=["sft", "eval"], help="leave one part out")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "train_speed.json")
     args = parser.parse_args()
