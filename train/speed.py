@@ -23,30 +23,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from train.errors import TrainError
-
 _COMPACT_DEVICES = ("cpu", "mps")
 _original: Any = None
 
 
-def use_compact_head(enabled: bool) -> None:
+def use_compact_head(enabled: bool) -> bool:
     """Project the LM head at labelled positions only (``enabled``), or restore TRL's own choice.
 
     TRL decides per call with ``trl.trainer.utils._use_triton(device)``; that name is looked up in the
     module at call time, so replacing it there changes the decision of ``add_fused_lm_head`` only (the
-    kernels keep their own reference for choosing Triton vs torch tiles).
+    kernels keep their own reference for choosing Triton vs torch tiles). Returns False, changing
+    nothing, under a TRL without that fused head (e.g. the PPO environment's TRL 1.12, whose trainers
+    build full logits anyway).
     """
     global _original
     import trl.trainer.utils as trl_utils
 
     if _original is None:
         _original = getattr(trl_utils, "_use_triton", None)
-        if _original is None:
-            raise TrainError(
-                "this TRL version has no trl.trainer.utils._use_triton, which synth uses to project the LM "
-                "head at loss positions only on CPU; set head_on: all, or install trl==1.16.*"
-            )
+        if _original is None or not hasattr(trl_utils, "add_fused_lm_head"):
+            _original = None
+            return False
     trl_utils._use_triton = _compact if enabled else _original
+    return True
 
 
 def _compact(device: Any) -> bool:

@@ -152,3 +152,13 @@ def test_sft_packs_and_groups_by_length(model_folder: Path, tmp_path: Path) -> N
         settings = SFTSettings(**base_settings(model_folder, data, tmp_path / name, **extra))
         result = run_sft(settings, log=lambda _: None)
         assert isinstance(result, RunResult) and result.global_step == 2 and result.train_loss is not None
+
+
+def test_compact_head_is_a_no_op_under_a_trl_without_the_fused_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trl.trainer.utils as trl_utils
+
+    import train.speed
+
+    monkeypatch.setattr(train.speed, "_original", None)
+    monkeypatch.delattr(trl_utils, "_use_triton")
+    assert use_compact_head(True) is False and not hasattr(trl_utils, "_use_triton")
