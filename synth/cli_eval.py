@@ -59,6 +59,20 @@ def qa(
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Generation budget per answer.")] = 32,
     batch_size: Annotated[int, typer.Option(help="Rows per generate() call (model folders).")] = 8,
+    dtype: Annotated[
+        str,
+        typer.Option(
+            help="Model folders: default (fp32 on CPU, bf16 on GPU), auto (bf16 on CPUs with "
+            "AMX/avx512_bf16: faster), fp32, bf16."
+        ),
+    ] = "default",
+    few_shot: Annotated[
+        int, typer.Option(help="Put K worked examples (from --few-shot-from) before every prompt.")
+    ] = 0,
+    few_shot_from: Annotated[
+        Path | None,
+        typer.Option(help="QA .jsonl of TRAINING questions for --few-shot (eval questions are refused)."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output folder (default evals/MODEL--DATA).")
     ] = None,
@@ -77,8 +91,10 @@ def qa(
             "(clean vs attacked contexts of an ATM run)"
         )
     if attack is not None:
-        if corpus is not None or retrieve is not None:
-            raise TrainError("--attack evaluates the ATM run's own contexts; drop --corpus / --retrieve")
+        if corpus is not None or retrieve is not None or few_shot:
+            raise TrainError(
+                "--attack evaluates the ATM run's own contexts; drop --corpus / --retrieve / --few-shot"
+            )
         summary = run_attack_eval(
             model,
             attack,
@@ -102,8 +118,17 @@ def qa(
             style=style,  # type: ignore[arg-type]
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
+            few_shot=few_shot,
+            few_shot_from=few_shot_from,
+            dtype=dtype,
         )
-        under = ""
+        intervals = summary["intervals"]
+        under = " | 95% CI EM {:.1f}-{:.1f} F1 {:.1f}-{:.1f}".format(
+            100 * intervals["exact_match"]["low"],
+            100 * intervals["exact_match"]["high"],
+            100 * intervals["f1"]["low"],
+            100 * intervals["f1"]["high"],
+        )
     _console.print(
         f"{summary['rows']} rows: EM {100 * summary['exact_match']:.1f} F1 {100 * summary['f1']:.1f}{under} "
         f"({summary['passages']}, {summary['seconds']:.1f}s) -> {summary['predictions']}",
@@ -112,3 +137,60 @@ def qa(
         soft_wrap=True,
     )
     print(json.dumps(summary))
+
+
+@eval_app.command("compare")
+def compare(
+    a: Annotated[Path, typer.Argument(help="predictions.jsonl (or eval folder) of model A (the baseline).")],
+    b: Annotated[Path, typer.Argument(help="predictions.jsonl (or eval folder) of model B.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the result as JSON.")] = None,
+) -> None:
+    """B minus A on the same questions: EM and F1 difference, paired bootstrap 95% interval, p-value."""
+    from train.stats import compare_predictions
+
+    result = compare_predictions(a, b)
+    for metric in ("exact_match", "f1"):
+        r = result[metric]
+        _console.print(
+            f"{metric:11} A {100 * r['a']:5.1f}  B {100 * r['b']:5.1f}  B-A {100 * r['difference']:+5.1f} "
+            f"[{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]  p={r['p_value']:.4f}  "
+            f"({result['questions']} questions)",
+            markup=False,
+            highlight=False,
+        )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(result))
+
+
+@eval_app.command("plot")
+def plot(
+    summaries: Annotated[list[Path], typer.Argument(help="summary.json files (or eval folders), in order.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="PNG file to write.")],
+    label: Annotated[
+        list[str] | None, typer.Option(help="A bar label per summary (default: its model).")
+    ] = None,
+) -> None:
+    """A PNG bar chart of exact match per model with 95% bootstrap intervals."""
+    from train.stats import plot_exact_match
+
+    _console.print(f"wrote {plot_exact_match(summaries, out, label)}", markup=False, highlight=False)
+
+
+@eval_app.command("split")
+def split(
+    data: Annotated[Path, typer.Argument(help="QA .jsonl to split (rows are copied unchanged).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for train.jsonl, dev.jsonl, eval.jsonl.")],
+    eval_size: Annotated[int, typer.Option("--eval", help="Held-out evaluation rows.")],
+    dev_size: Annotated[int, typer.Option("--dev", help="Dev rows (for choices; from the train side).")] = 0,
+    seed: Annotated[int, typer.Option(help="Shuffle seed.")] = 0,
+) -> None:
+    """Split QA rows so that no id and no normalised question is shared between train, dev and eval."""
+    from train.heldout import read_rows, split_heldout, write_split
+
+    sides = split_heldout(read_rows(data), eval_size, dev_size=dev_size, seed=seed)
+    written = write_split(sides, out)
+    counts = ", ".join(f"{side} {len(rows)}" for side, rows in sides.items())
+    _console.print(f"{counts} -> {out}", markup=False, highlight=False)
+    print(json.dumps(written))

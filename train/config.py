@@ -59,6 +59,11 @@ class CommonSettings(BaseModel):
     packing: bool = Field(default=False, description="SFT: pack examples into max_length blocks (bfd)")
     padding_free: bool = Field(default=False, description="flatten batches (needs flash-attention on GPU)")
     gradient_checkpointing: bool = False
+    head_on: Literal["loss", "all"] = Field(
+        default="loss",
+        description="loss: project the LM head only at positions that carry a loss; all: at every position "
+        "(TRL's CPU default; the same loss, slower)",
+    )
     learning_rate: float = Field(default=2e-4, gt=0)
     lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "cosine"
     warmup: float = Field(default=0.03, ge=0, description="< 1: ratio of total steps; >= 1: steps")
@@ -86,6 +91,9 @@ class SFTSettings(CommonSettings):
     loss_on: Literal["assistant", "all"] = Field(
         default="assistant",
         description="assistant: loss on assistant/completion tokens only; all: on every token",
+    )
+    group_by_length: bool = Field(
+        default=False, description="batch rows of similar length together (less padding when batch_size > 1)"
     )
 
 
@@ -266,7 +274,7 @@ SETTINGS: dict[str, type[CommonSettings]] = {
 #: ``iterations`` (``synth train atm``) extends a loop: iteration t depends only on earlier ones.
 RESUMABLE_KEYS = frozenset(
     {"epochs", "max_steps", "save_steps", "save_total_limit", "logging_steps", "report_to", "merge"}
-    | {"iterations"}
+    | {"iterations", "head_on"}
 )
 
 

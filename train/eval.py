@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from train.errors import TrainError
+from train.fewshot import few_shot_messages, select_examples
+from train.generation import FolderGenerator, Prompt
 from train.qa import Style, build_messages, exact_match, extract_answer, f1_score, load_qa
+from train.stats import score_intervals
 
-Prompt = tuple[list[dict[str, Any]], str | None]
 _SPEC = re.compile(r"^(openai|local|replay):", re.IGNORECASE)
 
 
@@ -54,60 +56,6 @@ def resolve_folder(model: str) -> Path | None:
     )
 
 
-class FolderGenerator:
-    """Greedy, batched generation from a model folder; a LoRA adapter is merged into its base on load."""
-
-    def __init__(self, folder: Path, max_new_tokens: int, batch_size: int) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from synth.chat_template import ensure_chat_template
-
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if device == "cuda" else torch.float32
-        adapter = (folder / "adapter_config.json").is_file()
-        if adapter:
-            from peft import PeftModel
-
-            base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-            base_model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-            model: Any = PeftModel.from_pretrained(base_model, str(folder)).merge_and_unload()
-        else:
-            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype)
-        self.model = model.to(device).eval()
-        self.tokenizer = ensure_chat_template(AutoTokenizer.from_pretrained(str(folder)))
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-
-    def generate(self, prompts: Sequence[Prompt]) -> list[str]:
-        import torch
-
-        from synth.chat_template import render_prompt
-
-        outputs: list[str] = []
-        for start in range(0, len(prompts), self.batch_size):
-            texts = [
-                render_prompt(self.tokenizer, m, assistant_header=h)
-                for m, h in prompts[start : start + self.batch_size]
-            ]
-            batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-                self.model.device
-            )
-            with torch.no_grad():
-                generated = self.model.generate(
-                    **batch,
-                    max_new_tokens=self.max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    eos_token_id=self.tokenizer.eos_token_id,
-                )
-            new = generated[:, batch["input_ids"].shape[1] :]
-            outputs += self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return outputs
-
-
 class SpecGenerator:
     """Generation through a ``synth`` model client (AutoGen message list), concurrent requests."""
 
@@ -127,14 +75,16 @@ class SpecGenerator:
             await self.client.close()
 
     async def _one(self, messages: list[dict[str, Any]]) -> str:
-        from autogen_core.models import SystemMessage, UserMessage
+        from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, UserMessage
 
-        chat = [
-            SystemMessage(content=m["content"])
-            if m["role"] == "system"
-            else UserMessage(content=m["content"], source="user")
-            for m in messages
-        ]
+        chat: list[LLMMessage] = []
+        for m in messages:  # few-shot prompts carry the examples' answers as assistant turns
+            if m["role"] == "system":
+                chat.append(SystemMessage(content=m["content"]))
+            elif m["role"] == "assistant":
+                chat.append(AssistantMessage(content=m["content"], source="assistant"))
+            else:
+                chat.append(UserMessage(content=m["content"], source="user"))
         args = {"max_tokens": self.max_new_tokens, "temperature": 0.0}
         result = await self.client.create(chat, extra_create_args=args)
         return result.content if isinstance(result.content, str) else json.dumps(result.content, default=str)
@@ -174,8 +124,11 @@ def write_results(out: Path, records: list[dict[str, Any]], summary: dict[str, A
     return summary
 
 
-def make_generator(model: str, style: Style, max_new_tokens: int, batch_size: int) -> tuple[Any, Path | None]:
-    """The generator for ``model`` (a folder: in-process; a spec: its client) and the folder, if any."""
+def make_generator(
+    model: str, style: Style, max_new_tokens: int, batch_size: int, fast: bool = True, dtype: str = "default"
+) -> tuple[Any, Path | None]:
+    """The generator for ``model`` (a folder: in-process; a spec: its client) and the folder, if any.
+    ``fast=False``: a folder generates in input order, every row to EOS (see :mod:`train.generation`)."""
     folder = resolve_folder(model)
     if folder is None and style == "smart":
         if not model.lower().startswith("local:"):
@@ -186,7 +139,7 @@ def make_generator(model: str, style: Style, max_new_tokens: int, batch_size: in
             )
         folder = resolve_folder(model.split(":", 1)[1])
     if folder:
-        return FolderGenerator(folder, max_new_tokens, batch_size), folder
+        return FolderGenerator(folder, max_new_tokens, batch_size, fast, dtype), folder
     return SpecGenerator(model, max_new_tokens), None
 
 
@@ -201,6 +154,18 @@ def score(text: str, answers: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def attach_passages(rows: list[dict[str, Any]], corpus: str | None, retrieve_k: int | None) -> None:
+    """Set each row's ``passages``: ``retrieve_k == 0`` -> none (closed book); ``corpus`` -> the top
+    ``retrieve_k`` (default 3) retrieved ones (one batched search); otherwise the row's own."""
+    if corpus is not None and retrieve_k != 0:
+        retrieved = retrieve(corpus, [r["question"] for r in rows], retrieve_k or 3)
+        for row, passages in zip(rows, retrieved, strict=True):
+            row["passages"] = passages
+    elif retrieve_k == 0:
+        for row in rows:
+            row["passages"] = []
+
+
 def run_qa_eval(
     model: str,
     data: Path,
@@ -212,11 +177,16 @@ def run_qa_eval(
     style: Style = "plain",
     max_new_tokens: int = 32,
     batch_size: int = 8,
+    few_shot: int = 0,
+    few_shot_from: Path | None = None,
+    fast: bool = True,
+    dtype: str = "default",
 ) -> dict[str, Any]:
     """Evaluate ``model`` on the QA rows in ``data``; write predictions.jsonl + summary.json to ``out``.
 
-    Passages: ``retrieve_k == 0`` -> closed book; ``corpus`` -> the top ``retrieve_k`` (default 3) retrieved
-    passages; otherwise each row's own ``passage``/``ctxs``.
+    Passages: see :func:`attach_passages`. ``few_shot`` > 0 puts that many worked examples from
+    ``few_shot_from`` (training questions, never evaluation ones) before every prompt, with their passages
+    found the same way (:mod:`train.fewshot`).
     """
     if retrieve_k is not None and retrieve_k < 0:
         raise TrainError(f"--retrieve must be >= 0 (0 = closed book), got {retrieve_k}")
@@ -225,17 +195,22 @@ def run_qa_eval(
             f"--retrieve {retrieve_k} needs --corpus (the passages to search); without --corpus each row's "
             "own passage/ctxs are used, and --retrieve 0 is closed book"
         )
+    if few_shot and few_shot_from is None:
+        raise TrainError(f"--few-shot {few_shot} needs --few-shot-from FILE (training QA rows with answers)")
     rows = load_qa(data, limit)
-    if corpus is not None and retrieve_k != 0:
-        retrieved = retrieve(corpus, [r["question"] for r in rows], retrieve_k or 3)
-        for row, passages in zip(rows, retrieved, strict=True):
-            row["passages"] = passages
-    elif retrieve_k == 0:
-        for row in rows:
-            row["passages"] = []
-    prompts = [build_messages(r["question"], r["passages"], style) for r in rows]
+    attach_passages(rows, corpus, retrieve_k)
+    shots: dict[str, Any] | None = None
+    if few_shot:
+        assert few_shot_from is not None
+        examples, refused = select_examples(few_shot_from, few_shot, rows)
+        attach_passages(examples, corpus, retrieve_k)
+        prompts = [few_shot_messages(r["question"], r["passages"], examples, style) for r in rows]
+        shots = {"k": few_shot, "from": str(few_shot_from), "ids": [e["id"] for e in examples]}
+        shots["refused"] = refused
+    else:
+        prompts = [build_messages(r["question"], r["passages"], style) for r in rows]
     started = time.monotonic()
-    generator, folder = make_generator(model, style, max_new_tokens, batch_size)
+    generator, folder = make_generator(model, style, max_new_tokens, batch_size, fast, dtype)
     raw = generator.generate(prompts)
     seconds = time.monotonic() - started
     out = out or default_out(model, data)
@@ -257,11 +232,15 @@ def run_qa_eval(
         "rows": n,
         "exact_match": round(sum(r["em"] for r in records) / n, 4),
         "f1": round(sum(r["f1"] for r in records) / n, 4),
+        "intervals": score_intervals(records),
         "style": style,
+        "few_shot": shots,
         "passages": "closed-book"
         if retrieve_k == 0
         else (f"retrieved top-{retrieve_k or 3} from {corpus}" if corpus else "from the data"),
         "max_new_tokens": max_new_tokens,
+        "dtype": str(generator.dtype).removeprefix("torch.") if folder else None,
         "seconds": round(seconds, 2),
+        "prompts_per_s": round(n / seconds, 3) if seconds > 0 else None,
     }
     return write_results(out, records, summary)

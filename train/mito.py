@@ -29,6 +29,7 @@ from train.config import MITOSettings
 from train.errors import TrainError
 from train.runfolder import RunResult
 from train.runner import Job, Plan, RunOptions, execute
+from train.speed import loss_positions
 
 IGNORE = -100
 
@@ -51,6 +52,31 @@ def mito_loss(
     accumulated batch, from the Trainer) replaces the local count as denominator, so gradient
     accumulation averages over tokens exactly like SFTTrainer's loss.
     """
+    clean_mask = clean_labels[:, 1:] != IGNORE
+    adv_mask = adv_labels[:, 1:] != IGNORE
+    return answer_loss(
+        clean_logits[:, :-1][clean_mask],
+        adv_logits[:, :-1][adv_mask],
+        clean_labels,
+        adv_labels,
+        beta,
+        stop_gradient_clean=stop_gradient_clean,
+        num_items=num_items,
+    )
+
+
+def answer_loss(
+    clean_logits: Any,
+    adv_logits: Any,
+    clean_labels: Any,
+    adv_labels: Any,
+    beta: float,
+    *,
+    stop_gradient_clean: bool = False,
+    num_items: Any = None,
+) -> tuple[Any, Any, Any]:
+    """:func:`mito_loss` from the logits at the answer positions only, (N, V) each, row-major — what the
+    model returns with ``logits_to_keep=loss_positions(labels)`` (the head is not run elsewhere)."""
     import torch.nn.functional as F
 
     clean_mask = clean_labels[:, 1:] != IGNORE
@@ -60,8 +86,8 @@ def mito_loss(
         (adv_labels[:, 1:][adv_mask] == targets).all()
     ):
         raise TrainError("MITO rows must carry the same answer tokens under the clean and attacked context")
-    clean_logp = F.log_softmax(clean_logits[:, :-1][clean_mask].float(), dim=-1)
-    adv_logp = F.log_softmax(adv_logits[:, :-1][adv_mask].float(), dim=-1)
+    clean_logp = F.log_softmax(clean_logits.float(), dim=-1)
+    adv_logp = F.log_softmax(adv_logits.float(), dim=-1)
     denominator = num_items if num_items is not None else max(int(targets.numel()), 1)
     ce = F.nll_loss(clean_logp, targets, reduction="sum") / denominator
     target_logp = clean_logp.detach() if stop_gradient_clean else clean_logp
@@ -158,12 +184,24 @@ def mito_trainer_class() -> type:
     class MITOTrainer(SFTTrainer):  # type: ignore[misc]
         """SFTTrainer whose loss is MITO's; see the module docs."""
 
-        def __init__(self, *args: Any, beta: float, stop_gradient_clean: bool = False, **kwargs: Any):
+        def __init__(
+            self,
+            *args: Any,
+            beta: float,
+            stop_gradient_clean: bool = False,
+            head_on_loss: bool = True,
+            **kwargs: Any,
+        ):
             self.mito_beta = beta
             self.stop_gradient_clean = stop_gradient_clean
+            self.head_on_loss = head_on_loss
             super().__init__(*args, **kwargs)
             assert self.model is not None
             disable_dropout_in_model(self.model)
+
+        def _keep(self, labels: Any) -> Any:
+            """The answer positions' ``logits_to_keep`` mask (``head_on: loss``), or None (every position)."""
+            return loss_positions(labels, IGNORE) if self.head_on_loss else None
 
         def compute_loss(
             self,
@@ -172,15 +210,21 @@ def mito_trainer_class() -> type:
             return_outputs: bool = False,
             num_items_in_batch: Any = None,
         ) -> Any:
+            clean_keep, adv_keep = self._keep(inputs["labels"]), self._keep(inputs["adv_labels"])
             clean = model(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
+                input_ids=inputs["input_ids"],
+                attention_mask=inputs["attention_mask"],
+                use_cache=False,
+                **({} if clean_keep is None else {"logits_to_keep": clean_keep}),
             )
             adv = model(
                 input_ids=inputs["adv_input_ids"],
                 attention_mask=inputs["adv_attention_mask"],
                 use_cache=False,
+                **({} if adv_keep is None else {"logits_to_keep": adv_keep}),
             )
-            loss, ce, kl = mito_loss(
+            loss_of = mito_loss if clean_keep is None else answer_loss
+            loss, ce, kl = loss_of(
                 clean.logits,
                 adv.logits,
                 inputs["labels"],
@@ -219,6 +263,7 @@ def build_mito_trainer(job: Job) -> Any:
         **job.trainer_inputs(),
         beta=settings.beta,
         stop_gradient_clean=settings.stop_gradient_clean,
+        head_on_loss=settings.head_on == "loss",
     )
 
 

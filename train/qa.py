@@ -13,8 +13,9 @@ base models — i.e. the same format the exports train on:
 * ``atm``: ATM's generator role (``roles/atm.py``): its system instructions, then the documents and the
   question, exactly as the ATM graph prompts it and as its ``sft`` / ``mito`` exports train it.
 
-A prediction that is a JSON object with an ``answer`` key is scored on that key, otherwise on its first
-non-empty line.
+A prediction whose first line starts a JSON object with an ``answer`` key is scored on that key, otherwise
+on its first non-empty line (code fences skipped); generation of a row stops as soon as that answer is
+fixed (:func:`answer_complete`).
 """
 
 from __future__ import annotations
@@ -43,26 +44,67 @@ def f1_score(prediction: str, answers: Sequence[str]) -> float:
     return metrics.best_f1(prediction, answers)
 
 
+def _first_line(text: str) -> tuple[int, int, bool] | None:
+    """(start, end, ended) of the first non-empty line that is not a code fence (```), or None."""
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        content = line.strip()
+        if content and not content.startswith("```"):
+            begin = offset + line.index(content[0])
+            return begin, begin + len(content), line.endswith(("\n", "\r"))
+        offset += len(line)
+    return None
+
+
+def _json_answer(text: str, line: tuple[int, int, bool]) -> tuple[bool, str | None]:
+    """(decoded, answer) of a JSON value that starts on the first line; answer None without one."""
+    brace = text.find("{", line[0])
+    if brace < 0 or brace >= line[1]:
+        return False, None
+    try:
+        parsed, _ = json.JSONDecoder().raw_decode(text[brace:])
+    except json.JSONDecodeError:
+        return False, None
+    if isinstance(parsed, dict) and "answer" in parsed:
+        return True, str(parsed["answer"]).strip()
+    return True, None
+
+
 def extract_answer(text: str) -> str:
-    """The answer in a generation: a JSON object's ``answer``, else the first non-empty line."""
-    stripped = text.strip()
-    start = stripped.find("{")
-    if start >= 0:
-        try:
-            parsed, _ = json.JSONDecoder().raw_decode(stripped[start:])
-        except json.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict) and "answer" in parsed:
-            return str(parsed["answer"]).strip()
-    lines = [line.strip() for line in stripped.splitlines() if line.strip()]
-    return lines[0] if lines else ""
+    """The answer in a generation: the ``answer`` of a JSON object that starts on the first line (it
+    may span lines), else that first line. Blank lines and code fences before it are skipped."""
+    line = _first_line(text)
+    if line is None:
+        return ""
+    _, answer = _json_answer(text, line)
+    return answer if answer is not None else text[line[0] : line[1]]
+
+
+def answer_complete(text: str) -> bool:
+    """True once more generated text cannot change :func:`extract_answer`: the first line has ended
+    (and any JSON object starting on it is complete), or that JSON object has its ``answer``. Evaluation
+    stops generating a row here, so a model that rambles after its answer costs no extra tokens."""
+    line = _first_line(text)
+    if line is None:
+        return False
+    decoded, answer = _json_answer(text, line)
+    if answer is not None:
+        return True
+    starts_json = 0 <= text.find("{", line[0]) < line[1]
+    return line[2] and (decoded or not starts_json)
 
 
 # -- data ------------------------------------------------------------------------------------------------
 def _passages(row: dict[str, Any], where: str) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
-    if isinstance(row.get("passage"), str) and row["passage"].strip():
-        out.append({"id": "1", "title": str(row.get("title") or ""), "text": row["passage"]})
+    passage = row.get("passage")
+    if isinstance(passage, str) and passage.strip():
+        out.append({"id": "1", "title": str(row.get("title") or ""), "text": passage})
+    elif isinstance(passage, dict) and isinstance(passage.get("text"), str) and passage["text"].strip():
+        title = passage.get("title") or row.get("title") or ""
+        out.append({"id": str(passage.get("id", 1)), "title": str(title), "text": passage["text"]})
+    elif passage is not None and not isinstance(passage, str):
+        raise TrainError(f"{where}: 'passage' must be a string or an object with 'text'")
     for i, ctx in enumerate(row.get("ctxs") or [], len(out) + 1):
         if isinstance(ctx, str):
             out.append({"id": str(i), "title": "", "text": ctx})
@@ -76,7 +118,9 @@ def _passages(row: dict[str, Any], where: str) -> list[dict[str, str]]:
 
 
 def load_qa(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """QA rows from .jsonl: ``question``, ``answers`` (list or string), optional ``passage``/``ctxs``."""
+    """QA rows from .jsonl: ``question``, ``answers`` (list or string), optional ``passage`` (a string or
+    an object with ``text``, ``title``, ``id``) and/or ``ctxs`` (strings or such objects). ``id`` defaults
+    to the line number (``id_given`` says which)."""
     if not path.is_file():
         raise TrainError(f"QA file {path} does not exist; pass a .jsonl file with question/answers rows")
     rows: list[dict[str, Any]] = []
@@ -99,6 +143,7 @@ def load_qa(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
             rows.append(
                 {
                     "id": str(row.get("id", number)),
+                    "id_given": "id" in row,
                     "question": question.strip(),
                     "answers": answers,
                     "passages": _passages(row, where),

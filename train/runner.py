@@ -44,6 +44,7 @@ from train.config import (
 )
 from train.data import Format, fingerprint, is_conversational, load_rows, prepare
 from train.runfolder import RunFolder, RunResult, is_main_process, merge_adapter, prepare_synced, write_json
+from train.speed import use_compact_head
 
 
 @dataclass
@@ -231,6 +232,7 @@ def execute(
     if settings.report_to == "tensorboard":
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(folder.path / "logs"))
     job.tokenizer = load_tokenizer(job.base)
+    use_compact_head(settings.head_on == "loss")
     trainer = builder(job)
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=checkpoint)

@@ -42,6 +42,7 @@ def build_sft_trainer(job: Job) -> Any:
         assistant_only_loss=assistant_only,
         completion_only_loss=masked if prompt_completion else None,
         dataset_num_proc=None,
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
     )
     try:
         return SFTTrainer(args=args, train_dataset=job.dataset, **job.trainer_inputs())
