@@ -87,7 +87,9 @@ class StructuredClient:
         #: None: not set nor detected yet; starts as json_schema and may fall back once.
         self.mode: Mode | None = mode
         self._spec = spec
-        self._misses = 0
+        #: Conversations (their first two messages) whose reply was not a JSON object: a repair turn of
+        #: the same call is the same conversation, and one model's mistake twice is no server fault.
+        self._missed: set[int] = set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -102,19 +104,20 @@ class StructuredClient:
         if self.mode is None and result.finish_reason != "length":
             # A server that honours json_schema answers with a JSON object; a reply cut by max_tokens says
             # nothing either way, and one malformed reply may be the model's: the repair turn handles it.
-            # Two in a row before any JSON object means the server ignores response_format.
+            # Two different calls answered with no JSON object, before any JSON object, mean the server
+            # ignores response_format.
             if is_json_object(result.content):
                 self.mode = "json_schema"
             else:
-                self._misses += 1
-            if self._misses >= MISSES_TO_FALL_BACK and self.mode is None:
+                self._missed.add(hash(tuple(str(getattr(m, "content", m)) for m in messages[:2])))
+            if len(self._missed) >= MISSES_TO_FALL_BACK and self.mode is None:
                 log.warning(
-                    "%s: %s (%d replies in a row were not a JSON object); structured output falls back to "
+                    "%s: %s (%d calls answered with no JSON object); structured output falls back to "
                     "mode 'prompt' (schema in the instructions) for this run; ?structured=prompt or the "
                     "preflight of `synth run` sets it up front",
                     self._spec,
                     IGNORED,
-                    self._misses,
+                    len(self._missed),
                 )
                 self.mode = mode = "prompt"
                 result = await self._call(mode, messages, model, kwargs)
