@@ -204,3 +204,16 @@ def test_client_stats_of_workers_merge() -> None:
     merged = merge_client_stats(merge_client_stats(None, one), two)
     assert merged["calls"] == 6 and merged["mean_latency_s"] == 1.5
     assert merged["errors"] == {"RateLimitError": 1, "TimeoutError": 2}
+
+
+def test_adaptive_limits_stay_within_each_workers_share_under_429s(tmp_path: Path) -> None:
+    path = seeds(tmp_path)
+    with OpenAIServer(echo_responder, latency=0.01) as server:
+        server.set_faults(rate_limit_429=0.2, retry_after_s=0.01, seed=5)
+        changes = {"graph": "synth.testing.graphs:ECHO", "adaptive": True, "workers": 2, "backoff": 0.01}
+        summary, _ = asyncio.run(run_session(request(server, path, tmp_path / "run", **changes)))
+        assert server.stats()["max_in_flight"] <= 6
+    assert summary.counts["ok"] == ROWS
+    client = next(iter(summary.clients.values()))
+    assert client["errors"].get("RateLimitError", 0) > 0  # the AIMD limits saw the 429s
+    assert client["concurrency_limit"] <= 6  # the two workers' limits, each within its share of 3
