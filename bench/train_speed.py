@@ -140,6 +140,7 @@ def bench_sft(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     trainer = build_sft_trainer(job)
     model = trainer.model
     model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not run here
     batches = [trainer._prepare_inputs(batch) for batch in trainer.get_train_dataloader()]
     trainer.training_step(model, batches[0])  # warm-up, untimed
     timed: dict[str, dict[str, float]] = {

@@ -136,7 +136,9 @@ def test_compare_cli_and_plot(tmp_path: Path) -> None:
         )
         summaries.append(str(folder))
     png = tmp_path / "em.png"
-    result = CliRunner().invoke(eval_app, ["plot", *summaries, "-o", str(png)])
+    result = CliRunner().invoke(
+        eval_app, ["plot", *summaries, "-o", str(png), "--label", "base", "--label", "sft"]
+    )
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
