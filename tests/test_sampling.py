@@ -156,7 +156,7 @@ async def test_free_text_cut_by_max_tokens_is_marked_and_left_out_of_exports(
 def test_card_title_and_tag_use_the_graph_name_never_a_path() -> None:
     from synth.card import graph_name
 
-    assert graph_name({"graph": "/home/me/graphs/notes.yaml", "graph_name": "notes"}) == "notes"
-    assert graph_name({"graph": "/home/me/graphs/notes.yaml"}) == "notes"  # a run from before graph_name
+    assert graph_name({"graph": "/srv/graphs/notes.yaml", "graph_name": "notes"}) == "notes"
+    assert graph_name({"graph": "/srv/graphs/notes.yaml"}) == "notes"  # a run from before graph_name
     assert graph_name({"graph": "pkg/file.py:REFLEXION"}) == "REFLEXION"
     assert graph_name({"graph": "coevol"}) == "coevol"
