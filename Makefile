@@ -1,16 +1,19 @@
-# `make run`  : set up .venv and run CoEvol on the embedded model over examples/coevol_seeds.jsonl, export SFT + DPO.
+# `make run`  : set up .venv, then the demo: ATM on the embedded model over 6 bundled Natural Questions rows ->
+#               filter -> SFT, attacker DPO and corrections datasets -> HTML report (README: "The two commands").
 # `make test` : set up .venv and run every test (slow ones included), as CI does.
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-RUN_DIR ?= runs/coevol-demo
-EXPORT_DIR ?= out/coevol-demo
+DEMO_RUN ?= runs/atm-demo
+DEMO_OUT ?= out/atm-demo
+COEVOL_RUN ?= runs/coevol-demo
+COEVOL_OUT ?= out/coevol-demo
 PPO_VENV ?= .venv-ppo
 STUDIO_VENV ?= .venv-studio
 
-.PHONY: venv venv-ppo venv-studio sysdeps run test lint bench clean pictures
+.PHONY: venv venv-ppo venv-studio sysdeps run demo run-coevol test lint bench clean pictures
 
 # Debian packages the tests use: Chromium renders `synth report` pages headless, graphviz draws graph
 # pictures (`synth graphs show --png`). Installed only when missing; needs root (CI runs as root).
@@ -30,10 +33,38 @@ venv:
 	$(PIP) install -q -e '.[train,dev,dense,ray,serve]'
 
 run: venv
-	$(BIN)/synth run coevol --input examples/coevol_seeds.jsonl --out $(RUN_DIR) --model local:gemma-3-270m --concurrency 3 --force
-	$(BIN)/synth export $(RUN_DIR) --format sft --out $(EXPORT_DIR)/sft
-	$(BIN)/synth export $(RUN_DIR) --format dpo --out $(EXPORT_DIR)/dpo
-	$(BIN)/synth status $(RUN_DIR)
+	@$(MAKE) --no-print-directory demo
+
+# The main job without the venv step (`make demo BIN=/path/to/venv/bin` reuses another environment).
+# ATM: the attacker writes 2 fabrications per question, the generator's log-likelihood of the gold answer
+# ranks them (attacker DPO pairs), and exact match against the gold answer judges the generator's answer on
+# the attacked context (a wrong one becomes a correction). Re-running resumes: done rows are skipped.
+demo:
+	$(BIN)/synth run atm --input examples/atm_demo_seeds.jsonl --out $(DEMO_RUN) --model local:gemma-3-270m \
+	  -O n_fabrications=2 --concurrency 6 --force
+	$(BIN)/synth filter $(DEMO_RUN) --filter "required fields=result.chosen,result.rejected,result.attacked_answer" \
+	  --filter "language field=result.attacked_answer languages=en"
+	$(BIN)/synth export $(DEMO_RUN) --format sft --out $(DEMO_OUT)/sft --seed-license CC-BY-SA-3.0
+	$(BIN)/synth export $(DEMO_RUN) --format atm-dpo --out $(DEMO_OUT)/atm-dpo --seed-license CC-BY-SA-3.0
+	$(BIN)/synth export $(DEMO_RUN) --format corrections --out $(DEMO_OUT)/corrections --seed-license CC-BY-SA-3.0
+	$(BIN)/synth report $(DEMO_RUN)
+	$(BIN)/synth status $(DEMO_RUN)
+	@echo "== make run wrote:"
+	@echo "  $(DEMO_RUN)/               run folder: one ATM trajectory per question (records.sqlite, log.jsonl)"
+	@echo "  $(DEMO_RUN)/report/index.html  HTML report: statuses, filter reasons, EM clean vs attacked, tokens"
+	@echo "  $(DEMO_OUT)/sft/           SFT: generator prompt (closed-book or with its documents) -> gold answer"
+	@echo "  $(DEMO_OUT)/atm-dpo/       DPO: attacker prompt, chosen = most misleading fabrication (highest"
+	@echo "                             generator NLL of the gold answer), rejected = least misleading"
+	@echo "  $(DEMO_OUT)/corrections/   attacked prompt + the generator's wrong answer + 'correct it' -> gold"
+	@echo "  Each dataset folder has a README.md card; counts are printed above."
+
+# The previous demo: CoEvol (debate, advise, edit, judge) on 3 Alpaca-style rows. The 270M base model's
+# judge rarely prefers a revision, so its DPO export is usually empty (and says why).
+run-coevol: venv
+	$(BIN)/synth run coevol --input examples/coevol_seeds.jsonl --out $(COEVOL_RUN) --model local:gemma-3-270m --concurrency 3 --force
+	$(BIN)/synth export $(COEVOL_RUN) --format sft --out $(COEVOL_OUT)/sft
+	$(BIN)/synth export $(COEVOL_RUN) --format dpo --out $(COEVOL_OUT)/dpo
+	$(BIN)/synth status $(COEVOL_RUN)
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 test: venv venv-ppo venv-studio sysdeps

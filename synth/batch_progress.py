@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 #: Seconds between lines when ``--progress-every`` is not given.
 DEFAULT_EVERY_S = 15.0
@@ -40,8 +40,15 @@ def _stdout_line(line: str) -> None:
     print(line, file=sys.stdout, flush=True)  # flushed: a log file sees each line as it is written
 
 
+class Counted(Protocol):
+    """What the printer follows: the progress bar's counts by status and the rows this run has to do."""
+
+    counts: Mapping[str, int]
+    total: int | None
+
+
 class BatchProgress:
-    """Formats and prints the progress line; ``counts``/``total``/``clients`` are read at each tick.
+    """Formats and prints the progress line; the watched counts and the clients are read at each tick.
 
     ``counts``: rows this run finished by status (``ok``, ``failed``, ``filtered``); ``total``: rows this
     run has to do (None when the input's size is unknown); ``clients``: the run's managed model clients,
@@ -52,19 +59,23 @@ class BatchProgress:
     def __init__(
         self,
         name: str,
-        counts: Callable[[], Mapping[str, int]],
-        total: Callable[[], int | None],
         clients: Callable[[], Iterable[Any]] | None,
         *,
         clock: Callable[[], float] = time.monotonic,
         write: Callable[[str], None] = _stdout_line,
     ) -> None:
-        self.name, self._counts, self._total, self._clients = name, counts, total, clients
+        self.name, self._clients = name, clients
         self._clock, self._write = clock, write
         self._started = clock()
+        self._source: Counted | None = None
+
+    def watch(self, source: Counted) -> None:
+        """Read ``source.counts`` and ``source.total`` from now on (the bar exists once the run starts)."""
+        self._source = source
 
     def line(self) -> str:
-        counts, total = self._counts(), self._total()
+        counts = self._source.counts if self._source else {}
+        total = self._source.total if self._source else None
         ok, failed, filtered = (int(counts.get(k, 0)) for k in ("ok", "failed", "filtered"))
         done, elapsed = ok + failed + filtered, self._clock() - self._started
         rate = done / elapsed if elapsed > 0 else 0.0
@@ -92,14 +103,16 @@ class BatchProgress:
             await asyncio.sleep(every)
             self.print()
 
-    @contextlib.asynccontextmanager
-    async def every(self, seconds: float) -> AsyncIterator[BatchProgress]:
-        """Print a line every ``seconds`` while the block runs, and a last one when it ends normally."""
-        task = asyncio.create_task(self._tick(seconds), name="synth-batch-progress")
+    @contextlib.contextmanager
+    def every(self, seconds: float) -> Iterator[BatchProgress]:
+        """Print a line every ``seconds`` (0: never) while the block runs, and a last one when it ends
+        normally. A plain ``with`` (called from a coroutine): it sits beside the progress bar's ``with``."""
+        if seconds <= 0:
+            yield self
+            return
+        task = asyncio.get_running_loop().create_task(self._tick(seconds), name="synth-batch-progress")
         try:
             yield self
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            task.cancel()  # takes effect at the task's next await: it prints nothing after this
         self.print()

@@ -333,38 +333,38 @@ async def _run(
     total = count_rows(request.input) if request.input.is_file() else None
     if request.limit is not None and total is not None:
         total = min(total, request.limit)
-    with _progress(console) as progress:
+    with _progress(console) as progress, _batch_lines(request, graph.name, models) as lines:
         bar = _RunProgress(progress, total, graph.name, log)
-        async with _batch_lines(request, graph.name, bar, models):
-            if request.executor == "ray":
-                from synth.executors.ray_executor import run_on_ray
+        lines.watch(bar)
+        if request.executor == "ray":
+            from synth.executors.ray_executor import run_on_ray
 
-                summary = await run_on_ray(
-                    request, store, runner.fingerprint, on_record=bar.on_record, on_skip=bar.on_skip
-                )
-            elif workers > 1:
-                from synth.workers import folder_work, run_workers
+            summary = await run_on_ray(
+                request, store, runner.fingerprint, on_record=bar.on_record, on_skip=bar.on_skip
+            )
+        elif workers > 1:
+            from synth.workers import folder_work, run_workers
 
-                started = time.perf_counter()
-                summary = await run_workers(
-                    workers,
-                    folder_work(request, graph, store.folder, workers),
-                    on_record=bar.on_record,
-                    on_skip=bar.on_skip,
-                    on_start=lambda index, pid: log.event(
-                        "worker_start", index=index, pid=pid, workers=workers
-                    ),
-                )
-                summary.elapsed_s = time.perf_counter() - started
-            else:
-                summary = await runner.run(
-                    read_rows(request.input, graph.seed_model, max_field_bytes=request.max_field_bytes),
-                    limit=request.limit,
-                    retry_failed=request.retry_failed,
-                    on_record=bar.on_record,
-                    on_skip=bar.on_skip,
-                )
-                summary.clients = client_report(models)
+            started = time.perf_counter()
+            summary = await run_workers(
+                workers,
+                folder_work(request, graph, store.folder, workers),
+                on_record=bar.on_record,
+                on_skip=bar.on_skip,
+                on_start=lambda index, pid: log.event(
+                    "worker_start", index=index, pid=pid, workers=workers
+                ),
+            )
+            summary.elapsed_s = time.perf_counter() - started
+        else:
+            summary = await runner.run(
+                read_rows(request.input, graph.seed_model, max_field_bytes=request.max_field_bytes),
+                limit=request.limit,
+                retry_failed=request.retry_failed,
+                on_record=bar.on_record,
+                on_skip=bar.on_skip,
+            )
+            summary.clients = client_report(models)
         bar.finish()
     log.event(
         "run_end",
@@ -379,15 +379,10 @@ async def _run(
     return summary
 
 
-def _batch_lines(
-    request: RunRequest, name: str, bar: _RunProgress, models: ModelSet
-) -> contextlib.AbstractAsyncContextManager[Any]:
-    """Plain progress lines every ``request.progress_every`` seconds (batch jobs), else nothing."""
-    if not request.progress_every:
-        return contextlib.nullcontext()
+def _batch_lines(request: RunRequest, name: str, models: ModelSet) -> contextlib.AbstractContextManager[Any]:
+    """Plain progress lines every ``request.progress_every`` seconds (batch jobs; 0: none)."""
     clients = models.clients if request.executor == "asyncio" else None  # Ray: calls run in the actors
-    printer = BatchProgress(name, lambda: bar.counts, lambda: bar.total, clients)
-    return printer.every(request.progress_every)
+    return BatchProgress(name, clients).every(request.progress_every)
 
 
 def client_report(models: ModelSet) -> dict[str, dict[str, Any]]:

@@ -106,8 +106,8 @@ def test_line_rate_eta_unknown_total_and_calls_elsewhere() -> None:
     counts = {"ok": 30, "failed": 2, "filtered": 8}
     clients = [SimpleNamespace(stats=lambda: stats(5, 2)), SimpleNamespace(stats=lambda: stats(3, 1))]
     lines: list[str] = []
-    printer = BatchProgress("coevol", lambda: counts, lambda: 200, lambda: clients, clock=lambda: clock[0])
-    printer._write = lines.append
+    printer = BatchProgress("coevol", lambda: clients, clock=lambda: clock[0], write=lines.append)
+    printer.watch(SimpleNamespace(counts=counts, total=200))
     clock[0] = 120.0
     printer.print()
     assert lines[0].split("] ", 1)[1] == (
@@ -116,6 +116,7 @@ def test_line_rate_eta_unknown_total_and_calls_elsewhere() -> None:
     )
     clock[0] = 100.0 + 20 * 60  # 40 rows in 20 minutes: per second would print 0.03
     assert " | 2.00 rows/min | " in printer.line() and printer.line().endswith("ETA 1:20:00")
-    unknown = BatchProgress("g", lambda: {}, lambda: None, None, clock=lambda: clock[0])
+    unknown = BatchProgress("g", None, clock=lambda: clock[0])
+    unknown.watch(SimpleNamespace(counts={}, total=None))
     expected = "0 rows (ok 0, failed 0, filtered 0) | 0.00 rows/s | elapsed 0:00:00 | ETA ?"
     assert unknown.line().split("] ", 1)[1] == expected
