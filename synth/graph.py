@@ -148,14 +148,6 @@ def steps_of(state: Mapping[str, Any]) -> list[Step]:
     return [Step.model_validate(s) for s in state.get("steps", [])]
 
 
-def last_step(state: Mapping[str, Any], role: str) -> dict[str, Any] | None:
-    """The most recent successful step of ``role`` in state, as stored (a dict)."""
-    for step in reversed(state.get("steps", [])):
-        if step["role"] == role and step["ok"]:
-            return step  # type: ignore[no-any-return]
-    return None
-
-
 def failed(step: Step, *, fatal: bool = True) -> dict[str, Any]:
     """State update for a failed step: the step is kept; ``fatal`` marks the whole row as failed.
 
