@@ -86,7 +86,7 @@ class ExportFormat:
 
 @dataclass(frozen=True)
 class SynthGraph:
-    """A built-in or user-defined role graph (see DESIGN.md, "Graph")."""
+    """A built-in or user-defined role graph: how to build it, its seed and its exports (docs/graphs.md)."""
 
     name: str
     description: str
