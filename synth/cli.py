@@ -23,6 +23,7 @@ from synth.cli_push import push_command
 from synth.cli_report import report_command
 from synth.cli_train import train_app
 from synth.errors import SynthError
+from synth.extras import missing_extra
 from synth.inputs import DEFAULT_MAX_FIELD_BYTES
 
 app = typer.Typer(
@@ -300,9 +301,12 @@ def models_serve_folder(
 def main() -> None:
     try:
         app()
-    except (SynthError, ValueError) as exc:
+    except (SynthError, ValueError, ModuleNotFoundError) as exc:
+        error = missing_extra(exc) or exc  # an optional module imported deeper than its command's check
+        if isinstance(error, ModuleNotFoundError):
+            raise
         # unwrapped: paths stay greppable; escaped: brackets in messages (pip extras, paths) are not markup
-        console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise SystemExit(2) from None
 
 

@@ -29,17 +29,3 @@ class OptionError(SynthError, ValueError):
 
 class ExportError(SynthError):
     """An export format is unknown for a graph, or its data is unusable."""
-
-
-class StepError(SynthError):
-    """A role step failed after its repair turn (or a backend failed after retries).
-
-    ``reason`` is a short machine-readable cause (``validation``, ``length``, ``backend``, ...);
-    ``raw`` keeps the model's last raw text so nothing is lost.
-    """
-
-    def __init__(self, message: str, *, reason: str, role: str = "", raw: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.role = role
-        self.raw = raw

@@ -86,7 +86,7 @@ class ExportFormat:
 
 @dataclass(frozen=True)
 class SynthGraph:
-    """A built-in or user-defined role graph (see DESIGN.md, "Graph")."""
+    """A built-in or user-defined role graph: how to build it, its seed and its exports (docs/graphs.md)."""
 
     name: str
     description: str
@@ -146,14 +146,6 @@ def option_value(graph: str, name: str, value: Any, default: Any) -> Any:
 
 def steps_of(state: Mapping[str, Any]) -> list[Step]:
     return [Step.model_validate(s) for s in state.get("steps", [])]
-
-
-def last_step(state: Mapping[str, Any], role: str) -> dict[str, Any] | None:
-    """The most recent successful step of ``role`` in state, as stored (a dict)."""
-    for step in reversed(state.get("steps", [])):
-        if step["role"] == role and step["ok"]:
-            return step  # type: ignore[no-any-return]
-    return None
 
 
 def failed(step: Step, *, fatal: bool = True) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage, TextMessage
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from synth.errors import StepError, SynthError
+from synth.errors import SynthError
 from synth.models.budget import timeout_text
 from synth.models.structured import MODE_SINK
 from synth.recording import CallRecorder, Turn, short_error
@@ -201,18 +201,6 @@ class Role(BaseModel):
         if isinstance(last, TextMessage) and self.output is None:
             return None
         raise ValueError(f"unexpected reply message type {type(last).__name__}")
-
-
-def require(step: Step) -> Step:
-    """Raise :class:`StepError` for a failed step (graph nodes whose failure fails the row)."""
-    if not step.ok:
-        raise StepError(
-            f"role '{step.role}' failed ({step.error_reason}): {step.error}",
-            reason=step.error_reason or "error",
-            role=step.role,
-            raw=step.raw,
-        )
-    return step
 
 
 def _reason(error: BaseException, turn: Turn | None) -> str:

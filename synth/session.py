@@ -33,6 +33,7 @@ from synth.batch_progress import BatchProgress
 from synth.cache import CallCache
 from synth.console import FailureLines, route_library_logs
 from synth.errors import SynthError
+from synth.extras import require_extra
 from synth.graph import ModelSet, SynthGraph
 from synth.inputs import (
     DEFAULT_MAX_FIELD_BYTES,
@@ -201,6 +202,8 @@ async def run_session(request: RunRequest, console: Console | None = None) -> tu
             "--retry-failed runs on the asyncio executor: drop --executor ray (both executors share the run "
             "folder's records, so the retried rows land in the same store)"
         )
+    if request.executor == "ray":
+        require_extra("--executor ray", "ray", "ray")
     graph = resolve_graph(request.graph)
     check_input(request.input, folder_ok=request.executor == "ray")  # a missing input leaves no folder
     check_roles(graph, request.models)

@@ -91,7 +91,7 @@ class Provenance(BaseModel):
 
 
 class Trajectory(BaseModel):
-    """One record per seed row (see DESIGN.md, "Trajectory")."""
+    """One record per seed row: its seed, every step that ran, its result or failure (README.md)."""
 
     model_config = ConfigDict(extra="forbid")
 

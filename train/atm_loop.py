@@ -52,6 +52,7 @@ from train.atm_steps import (
     synthesize,
 )
 from train.runfolder import RunFolder, RunResult, prepare_synced, write_json
+from train.runner import require_training
 
 Log = Callable[[str], None]
 
@@ -109,6 +110,7 @@ def run_atm_loop(
     rows = check_disjoint(settings)
     if dry_run:
         return [*dry_run_plan(settings), f"  data: {rows[0]} training seeds, {rows[1]} held-out questions"]
+    require_training("atm")  # before the first round synthesizes data for hours
     out = Path(settings.output_dir)
     folder = RunFolder(out)
     config = {"kind": "atm", **settings.model_dump(mode="json")}

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from synth.extras import require_extra
 from train.errors import TrainError
 from train.qa import answer_complete
 
@@ -72,6 +73,7 @@ class FolderGenerator:
         self.dtype = weights_dtype(dtype, device)
         adapter = (folder / "adapter_config.json").is_file()
         if adapter:
+            require_extra(f"evaluating the LoRA adapter {folder}", "train", "peft")
             from peft import PeftModel
 
             base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]

@@ -23,7 +23,7 @@ from typing import Any
 from train.config import DPOSettings, HybridSettings, SFTSettings, dump_settings
 from train.dpo import run_dpo
 from train.runfolder import RunFolder, RunResult, is_main_process, prepare_synced
-from train.runner import Plan
+from train.runner import Plan, require_training
 from train.sft import run_sft
 
 #: Placeholder model path of stage 2 in a dry run (stage 1 has not been merged yet).
@@ -59,6 +59,7 @@ def run_hybrid(
 ) -> RunResult | list[Plan | str]:
     """Run stage 1, merge, run stage 2 on the merged model. ``dry_run`` returns stage 1's plan and
     stage 2's settings (its model does not exist until stage 1 is merged)."""
+    require_training("hybrid")
     stages = stage_plan(settings)
     folder = RunFolder(Path(settings.output_dir))
     if dry_run:

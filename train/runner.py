@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypedDict
 
+from synth.extras import require_extra
 from train.common import (
     Hardware,
     Resolved,
@@ -144,8 +145,16 @@ TrainerBuilder = Callable[[Job], Any]
 DataSettings = SFTSettings | DPOSettings | RewardSettings | GRPOSettings | PPOSettings | MITOSettings
 
 
+def require_training(command: str) -> None:
+    """TRL, PEFT and Accelerate are the ``train`` extra (PPO: the ``ppo`` extra, TRL 1.12); a plain install
+    lacks them, so say which ``pip install`` before any model or data loads."""
+    extra = "ppo" if command == "ppo" else "train"
+    require_extra(f"synth train {command}", extra, "trl", "peft", "accelerate")
+
+
 def build_plan(kind: Kind, settings: DataSettings) -> tuple[Plan, Job]:
     """Resolve hardware, precision, model and data, and count parameters on an empty model."""
+    require_training(kind)
     hardware = detect_hardware(settings.device)
     precision = resolve_precision(settings.precision, hardware)
     check_tuning(settings, hardware)

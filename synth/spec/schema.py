@@ -168,8 +168,3 @@ def import_model(reference: str) -> type[BaseModel]:
 def _env_prefixes() -> tuple[str, ...]:
     items = [p.strip() for p in os.environ.get(ALLOW_ENV, "").split(",") if p.strip()]
     return tuple(p if p.endswith(".") else f"{p}." for p in items)
-
-
-def field_names(model: type[BaseModel] | None) -> set[str] | None:
-    """Top-level output fields (None: free text, whose only field is ``text``)."""
-    return set(model.model_fields) if model is not None else None
