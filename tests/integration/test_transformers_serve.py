@@ -21,6 +21,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from synth.console import EXIT_NO_ROW_OK
 from synth.models.local import model_path
 from synth.serving import serve_folder
 from synth.store import RunStore
@@ -91,7 +92,8 @@ def test_coevol_on_transformers_serve_detects_prompt_mode(served: tuple[str, str
         "--option", "max_rounds=1", "--sampling", "max_tokens=24", "--timeout", "300", "--retries", "1",
         "--concurrency", "1", cwd=tmp_path,
     )  # fmt: skip
-    assert done.returncode in (0, 1), done.stderr[-3000:]
+    # 0: the row ran; EXIT_NO_ROW_OK: it ran and failed (a 270M base model rarely writes the JSON asked for)
+    assert done.returncode in (0, EXIT_NO_ROW_OK), done.stderr[-3000:]
     assert "prompt structured output" in done.stderr, done.stderr[-3000:]  # the preflight's line
     [record] = RunStore(tmp_path / "run").iter_records()
     responder = record.steps[0]

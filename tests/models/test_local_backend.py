@@ -356,7 +356,10 @@ async def test_nll_matches_direct_forward_fp32_and_bf16(gemma_fp32, gemma_bf16) 
     got32 = await gemma_fp32.continuation_nll(reqs)
     assert got32 == pytest.approx(_direct_nll(gemma_fp32, reqs), abs=1e-4)
     got16 = await gemma_bf16.continuation_nll(reqs)
-    assert got16 == pytest.approx(_direct_nll(gemma_bf16, reqs), abs=1e-2)
+    # bf16 keeps 8 mantissa bits (~0.4 % per rounding) and the batched, padded forward picks other
+    # kernels than one row alone: on CPUs with native bf16 units the per-token mean moves by up to ~2 %.
+    # fp32 above is the exactness check; here the same NLL within bf16 precision.
+    assert got16 == pytest.approx(_direct_nll(gemma_bf16, reqs), rel=3e-2, abs=1e-2)
     assert got32 == pytest.approx(got16, abs=0.2)
 
 
