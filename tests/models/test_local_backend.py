@@ -360,7 +360,7 @@ async def test_nll_matches_direct_forward_fp32_and_bf16(gemma_fp32, gemma_bf16) 
     # kernels than one row alone: on CPUs with native bf16 units the per-token mean moves by up to ~2 %.
     # fp32 above is the exactness check; here the same NLL within bf16 precision.
     assert got16 == pytest.approx(_direct_nll(gemma_bf16, reqs), rel=3e-2, abs=1e-2)
-    assert got32 == pytest.approx(got16, abs=0.2)
+    assert got32 == pytest.approx(got16, rel=5e-2, abs=0.2)  # fp32 vs bf16 weights: a few % apart
 
 
 @pytest.mark.slow
