@@ -135,6 +135,7 @@ class Runner:
             self._resumable = saver.thread_ids() if saver is not None else set()
             if saver is not None:
                 compiled = compiled.copy(update={"checkpointer": saver})
+                self._drop_stored_checkpoints(saver)
             writer = asyncio.create_task(self._writer(queue, saver, summary, on_record))
             try:
                 await self._feed(
@@ -326,6 +327,14 @@ class Runner:
                 summary.usage = summary.usage + trajectory.usage
                 if on_record is not None:
                     on_record(trajectory)
+
+    def _drop_stored_checkpoints(self, saver: InlineSqliteSaver) -> None:
+        """Checkpoints of rows whose record is stored: a kill between the record's commit and the deletion
+        of its checkpoints (two databases) leaves them, and a re-run skips the row, so nothing else would."""
+        stale = self._resumable & self.store.stored_ids()
+        if stale:
+            saver.delete_threads(stale)
+            self._resumable -= stale
 
     @contextlib.contextmanager
     def _checkpointer(self, *, hold_start: bool) -> Iterator[InlineSqliteSaver | None]:

@@ -217,3 +217,28 @@ def test_adaptive_limits_stay_within_each_workers_share_under_429s(tmp_path: Pat
     client = next(iter(summary.clients.values()))
     assert client["errors"].get("RateLimitError", 0) > 0  # the AIMD limits saw the 429s
     assert client["concurrency_limit"] <= 6  # the two workers' limits, each within its share of 3
+
+
+def test_checkpoints_left_by_a_kill_after_the_record_commit_are_dropped_by_the_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records and checkpoints are two databases: a kill between a record's commit and the deletion of its
+    checkpoints leaves them behind, and the re-run skips the row. The re-run deletes them at start."""
+    from synth.checkpoints import InlineSqliteSaver
+
+    path = seeds(tmp_path, 8)
+    out = tmp_path / "run"
+    with OpenAIServer(echo_responder) as server:
+        with monkeypatch.context() as patched:  # the kill: records committed, checkpoints not yet deleted
+            patched.setattr(InlineSqliteSaver, "delete_threads", lambda self, ids: None)
+            first, _ = asyncio.run(run_session(request(server, path, out, workers=1)))
+        assert first.counts["ok"] == 8
+
+        def left() -> int:
+            with sqlite3.connect(out / "checkpoints.sqlite") as db:
+                return int(db.execute("SELECT COUNT(DISTINCT thread_id) FROM checkpoints").fetchone()[0])
+
+        assert left() == 8
+        again, _ = asyncio.run(run_session(request(server, path, out, workers=1)))
+    assert again.skipped == 8 and not again.counts
+    assert left() == 0
