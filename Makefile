@@ -44,9 +44,9 @@ demo:
 	  -O n_fabrications=2 --concurrency 6 --force
 	$(BIN)/synth filter $(DEMO_RUN) --filter "required fields=result.chosen,result.rejected,result.attacked_answer" \
 	  --filter "language field=result.attacked_answer languages=en"
-	$(BIN)/synth export $(DEMO_RUN) --format sft --out $(DEMO_OUT)/sft --seed-license CC-BY-SA-3.0
-	$(BIN)/synth export $(DEMO_RUN) --format atm-dpo --out $(DEMO_OUT)/atm-dpo --seed-license CC-BY-SA-3.0
-	$(BIN)/synth export $(DEMO_RUN) --format corrections --out $(DEMO_OUT)/corrections --seed-license CC-BY-SA-3.0
+	$(BIN)/synth export $(DEMO_RUN) --format sft --out $(DEMO_OUT)/sft --overwrite --seed-license CC-BY-SA-3.0
+	$(BIN)/synth export $(DEMO_RUN) --format atm-dpo --out $(DEMO_OUT)/atm-dpo --overwrite --seed-license CC-BY-SA-3.0
+	$(BIN)/synth export $(DEMO_RUN) --format corrections --out $(DEMO_OUT)/corrections --overwrite --seed-license CC-BY-SA-3.0
 	$(BIN)/synth report $(DEMO_RUN)
 	$(BIN)/synth status $(DEMO_RUN)
 	@echo "== make run wrote:"
@@ -62,8 +62,8 @@ demo:
 # judge rarely prefers a revision, so its DPO export is usually empty (and says why).
 run-coevol: venv
 	$(BIN)/synth run coevol --input examples/coevol_seeds.jsonl --out $(COEVOL_RUN) --model local:gemma-3-270m --concurrency 3 --force
-	$(BIN)/synth export $(COEVOL_RUN) --format sft --out $(COEVOL_OUT)/sft
-	$(BIN)/synth export $(COEVOL_RUN) --format dpo --out $(COEVOL_OUT)/dpo
+	$(BIN)/synth export $(COEVOL_RUN) --format sft --out $(COEVOL_OUT)/sft --overwrite
+	$(BIN)/synth export $(COEVOL_RUN) --format dpo --out $(COEVOL_OUT)/dpo --overwrite
 	$(BIN)/synth status $(COEVOL_RUN)
 
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
