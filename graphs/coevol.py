@@ -279,7 +279,7 @@ async def _run_debate(
     # The team failed outside a model call: blame the debater whose turn was next.
     role, speaker = debaters[len(steps) % 2]
     failed_step = role.step([], node="debate", inputs=inputs, model=recorders[speaker].spec, error=error)
-    failed_step.meta = {"turn": len(steps) // 2 + 1}
+    failed_step.meta["turn"] = len(steps) // 2 + 1
     return [s.as_state() for s in steps], [], failed_step
 
 
@@ -303,7 +303,7 @@ def _turn_steps(
         step = role.step(
             [turn], node="debate", inputs=inputs, model=recorders[speaker].spec, output=output, error=error
         )
-        step.meta = {"turn": index + 1}
+        step.meta["turn"] = index + 1
         steps.append(step)
         speakers.append(speaker)
     return steps, speakers

@@ -15,6 +15,7 @@ CoEvol debate) alike: a team gives no hook between a member's reply and its pars
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -34,6 +35,13 @@ from autogen_core.models import (
 )
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel, ValidationError
+
+#: A dict a call sets before it reaches the client: a client with structured-output modes
+#: (:mod:`synth.models.structured`) writes the mode it used, and why it fell back, into it (a mutable
+#: holder, so a call run in a child task still reports back).
+MODE_SINK: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "synth_mode_sink", default=None
+)
 
 #: Key under which the sample index travels to the client (the call cache uses it; it is never sent).
 SAMPLE_KEY = "synth_sample"
@@ -83,6 +91,10 @@ class Turn:
     error: BaseException | None = None
     #: The final reply still does not validate against the requested schema.
     invalid: ValidationError | None = None
+    #: The structured-output mode the client used (json_schema / json_object / prompt), and why it fell
+    #: back (:mod:`synth.models.structured`); None for free text or clients without modes.
+    structured: str | None = None
+    structured_note: str | None = None
 
     @property
     def raw(self) -> str:
@@ -164,14 +176,21 @@ class CallRecorder(ChatCompletionClient):
         self.turns.append(turn)
 
         async def ask(sent: Sequence[LLMMessage]) -> CreateResult:
-            result = await self._inner.create(
-                sent,
-                tools=tools,
-                tool_choice=tool_choice,
-                json_output=json_output,
-                extra_create_args=self._args(extra_create_args),
-                cancellation_token=cancellation_token,
-            )
+            sink: dict[str, Any] = {}  # the client below writes the structured mode it used into it
+            token = MODE_SINK.set(sink)
+            try:
+                result = await self._inner.create(
+                    sent,
+                    tools=tools,
+                    tool_choice=tool_choice,
+                    json_output=json_output,
+                    extra_create_args=self._args(extra_create_args),
+                    cancellation_token=cancellation_token,
+                )
+            finally:
+                MODE_SINK.reset(token)
+            turn.structured = sink.get("mode", turn.structured)
+            turn.structured_note = sink.get("note", turn.structured_note)
             turn.results.append(result)
             self.results.append(result)
             return result

@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from synth.errors import SynthError
 from synth.models.budget import timeout_text
-from synth.models.structured import MODE_SINK
 from synth.recording import CallRecorder, Turn, short_error
 from synth.trajectory import Step, Usage
 
@@ -114,14 +113,10 @@ class Role(BaseModel):
         started = time.perf_counter()
         output: dict[str, Any] | None = None
         error: BaseException | None = None
-        sink: dict[str, Any] = {}  # the structured-output mode the client used, and why it fell back
-        token = MODE_SINK.set(sink)
         try:
             output = await self._ask(agent, user)
         except Exception as exc:
             error = exc
-        finally:
-            MODE_SINK.reset(token)
         fallback = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         step = self.step(
             recorder.turns,
@@ -130,14 +125,10 @@ class Role(BaseModel):
             model=recorder.spec,
             output=output,
             error=error,
-            cause=sink.get("note", ""),
             timeout_hint=timeout_text(client) if error is not None else "",
         )
         step.messages = step.messages or fallback
         step.latency_s = step.usage.latency_s = time.perf_counter() - started
-        for key, meta in (("mode", "structured"), ("note", "structured_note")):
-            if key in sink:
-                step.meta[meta] = sink[key]
         return step
 
     def step(
@@ -149,14 +140,14 @@ class Role(BaseModel):
         model: str,
         output: dict[str, Any] | None = None,
         error: BaseException | None = None,
-        cause: str = "",
         timeout_hint: str = "",
     ) -> Step:
         """The Step of this role's model calls ``turns`` (one, or none if it failed before calling), with
         ``output`` on success or ``error`` on failure: reason, message with the retry history, raw text.
 
-        ``cause`` explains a failure the error cannot (e.g. the server ignored ``response_format``);
-        ``timeout_hint`` replaces the empty message of a timeout (after how long, what to change)."""
+        Each turn's structured-output mode goes to ``meta.structured`` (and why it fell back, e.g. the server
+        ignored ``response_format``, to ``meta.structured_note`` and the error); ``timeout_hint`` replaces the
+        empty message of a timeout (after how long, what to change)."""
         results = [r for turn in turns for r in turn.results]
         latency = sum(turn.latency_s for turn in turns)
         last = turns[-1] if turns else None
@@ -180,6 +171,11 @@ class Role(BaseModel):
             ),
             finish_reason=last.finish_reason if last else None,
         )
+        if last is not None and last.structured:
+            step.meta["structured"] = last.structured
+        cause = next((turn.structured_note for turn in reversed(turns) if turn.structured_note), "")
+        if cause:
+            step.meta["structured_note"] = cause
         if self.output is None and self.mark_truncated and step.finish_reason == "length":
             step.meta["truncated"] = True  # a free-text reply cut by max_tokens: exports leave it out
         if error is None:

@@ -26,6 +26,9 @@ def test_extract_json_and_spec_option() -> None:
         parse_spec("openai:m@http://127.0.0.1:8000/v1?structured=xml")
 
 
+DEBATERS = ("positive_debater", "critical_debater")  # turns of an AutoGen team, not Role.run
+
+
 def chatty(request: dict[str, Any]) -> str:
     """A server that ignores response_format: JSON wrapped in prose and a code fence."""
     return f"Here is my answer:\n```json\n{coevol_responder(request)}\n```\nHope it helps."
@@ -48,7 +51,7 @@ def _run(tmp_path: Path, server: Any, query: str = "") -> list[Any]:
     summary, folder = asyncio.run(run_session(request))
     assert dict(summary.counts) == {"ok": 1}, [r.error for r in RunStore(folder).iter_records()]
     [record] = RunStore(folder).iter_records()
-    return [s for s in record.steps if s.role in ("advisor", "editor", "judge")]
+    return [s for s in record.steps if s.role in ("advisor", "editor", "judge", *DEBATERS)]
 
 
 def test_ignored_response_format_falls_back_to_prompt_mode_once(
@@ -89,7 +92,8 @@ def test_ignored_response_format_falls_back_to_prompt_mode_once(
 def test_mode_from_the_spec(tmp_path: Path, openai_server: Any, mode: str) -> None:
     openai_server.script(chatty)
     steps = _run(tmp_path, openai_server, f"?structured={mode}")
-    assert {s.meta.get("structured") for s in steps} == {mode}
+    assert {s.role for s in steps} >= set(DEBATERS)  # debate turns record their mode too
+    assert {s.meta.get("structured") for s in steps} == {mode}, [(s.role, s.meta) for s in steps]
     formats = {json.dumps(r.get("response_format"), sort_keys=True) for r in openai_server.requests}
     wanted = {"json_object": '{"type": "json_object"}', "prompt": "null"}[mode]
     assert wanted in formats and not any("json_schema" in f for f in formats)

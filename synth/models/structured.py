@@ -11,12 +11,11 @@ The mode comes from the spec (``openai:MODEL@URL?structured=prompt``), from ``sy
 preflight (:mod:`synth.models.preflight`), or, in ``json_schema`` mode, from the first reply: a reply that
 is not JSON at all means the server ignored ``response_format``; the client logs one line, switches to
 ``prompt`` for the rest of the run and asks again. The mode of each call lands in its step
-(``meta.structured``) through :data:`MODE_SINK`.
+(``meta.structured``) through :data:`synth.recording.MODE_SINK`.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -24,6 +23,8 @@ from typing import Any, Literal
 
 from autogen_core.models import CreateResult, SystemMessage
 from pydantic import BaseModel
+
+from synth.recording import MODE_SINK
 
 MODES = ("json_schema", "json_object", "prompt")
 Mode = Literal["json_schema", "json_object", "prompt"]
@@ -33,11 +34,6 @@ INSTRUCTION = (
     "Reply with only a JSON object (no prose, no code fence) that matches this JSON schema:\n{schema}"
 )
 
-#: A dict a role run sets before its calls; the client writes the structured mode it used into it (a
-#: mutable holder, so a call run in a child task still reports back).
-MODE_SINK: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "synth_mode_sink", default=None
-)
 log = logging.getLogger("synth.structured")
 
 
