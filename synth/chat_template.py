@@ -53,6 +53,10 @@ from autogen_core.models import (
     UserMessage,
 )
 
+#: Where the template's next section starts. Plain-text replies stop there: a base model never learned to
+#: emit EOS after a reply and goes on with ``\n\n### User``/``### Assistant`` sections.
+SECTION_STOP = "\n### "
+
 PLAIN_CHAT_TEMPLATE = (
     "{%- if bos_token is defined and bos_token %}{{ bos_token }}{% endif -%}"
     "{%- set eot = eos_token if (eos_token is defined and eos_token) else '' -%}"

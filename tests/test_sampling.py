@@ -160,3 +160,32 @@ def test_card_title_and_tag_use_the_graph_name_never_a_path() -> None:
     assert graph_name({"graph": "/srv/graphs/notes.yaml"}) == "notes"  # a run from before graph_name
     assert graph_name({"graph": "pkg/file.py:REFLEXION"}) == "REFLEXION"
     assert graph_name({"graph": "coevol"}) == "coevol"
+
+
+async def test_a_reply_is_cut_before_a_stop_string_the_server_returned(
+    tmp_path: Path, openai_server: Any
+) -> None:
+    """OpenAI's API drops the stop string; `transformers serve` returns it and the rest of its token."""
+    spec = tmp_path / "notes.yaml"
+    spec.write_text(FREE_TEXT)
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"topic": "the sea"}) + "\n" + json.dumps({"topic": "the sky"}) + "\n")
+
+    def responder(request: dict[str, Any]) -> Reply:
+        if "sea" in request["messages"][-1]["content"]:
+            return Reply(content="Waves and salt.\n\n### Administrator")
+        return Reply(content="Blue, mostly.")
+
+    openai_server.script(responder)
+    request = RunRequest(
+        graph=str(spec),
+        input=seeds,
+        out=tmp_path / "run",
+        sampling={"default": {"stop": ["\n### ", "<end>"]}},
+        models={"default": f"openai:scripted@{openai_server.base_url}"},
+    )
+    summary, folder = await run_session(request)
+    assert dict(summary.counts) == {"ok": 2}
+    raw = {r.seed["topic"]: r.steps[0].raw for r in RunStore(folder).iter_records()}
+    assert raw == {"the sea": "Waves and salt.", "the sky": "Blue, mostly."}
+    assert all(r["stop"] == ["\n### ", "<end>"] for r in openai_server.requests)

@@ -8,7 +8,9 @@ Three adjustments to the stock ``OpenAIChatCompletionClient``:
 * structured output (``json_output=SomeModel``) is sent as a ``response_format`` JSON schema on the plain
   ``chat.completions.create`` path instead of ``beta...parse``. The wire request is the same, but
   ``parse`` validates client-side and raises on malformed JSON (losing the raw text) or on
-  ``finish_reason == "length"``; roles validate themselves, keep the raw text, and send a repair turn.
+  ``finish_reason == "length"``; roles validate themselves, keep the raw text, and send a repair turn;
+* a reply is cut before the first ``stop`` string the request sent, as the OpenAI API defines it: some
+  servers (``transformers serve``) return the matched stop string and what follows it in the same token.
 """
 
 from __future__ import annotations
@@ -109,6 +111,18 @@ def schema_response_format(model: type[BaseModel]) -> dict[str, Any]:
         return {"type": "json_schema", "json_schema": schema}
 
 
+def cut_at_stop(result: CreateResult, stop: Any) -> CreateResult:
+    """``result`` with its text cut before the first of the ``stop`` strings (a string or a list), and the
+    blank lines before it; unchanged when none occurs (servers that honour the API never return one)."""
+    stops = [stop] if isinstance(stop, str) else [s for s in (stop or ()) if isinstance(s, str) and s]
+    if not stops or not isinstance(result.content, str):
+        return result
+    cuts = [i for i in (result.content.find(s) for s in stops) if i >= 0]
+    if not cuts:
+        return result
+    return result.model_copy(update={"content": result.content[: min(cuts)].rstrip("\n")})
+
+
 class SynthOpenAIChatCompletionClient(OpenAIChatCompletionClient):
     """``OpenAIChatCompletionClient`` that returns structured output as unvalidated text (see module doc)."""
 
@@ -137,7 +151,7 @@ class SynthOpenAIChatCompletionClient(OpenAIChatCompletionClient):
         cancellation_token: CancellationToken | None = None,
     ) -> CreateResult:
         json_output, extra_create_args = self._structured(json_output, extra_create_args)
-        return await super().create(
+        result = await super().create(
             messages,
             tools=tools,
             tool_choice=tool_choice,
@@ -145,6 +159,7 @@ class SynthOpenAIChatCompletionClient(OpenAIChatCompletionClient):
             extra_create_args=extra_create_args,
             cancellation_token=cancellation_token,
         )
+        return cut_at_stop(result, extra_create_args.get("stop"))
 
     def create_stream(  # type: ignore[override]
         self,

@@ -34,7 +34,7 @@ from autogen_core.models import (
 from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel
 
-from synth.chat_template import messages_to_dicts, render_prompt
+from synth.chat_template import SECTION_STOP, messages_to_dicts, render_prompt
 from synth.models.base import SAMPLING_KEYS, ScoreRequest
 from synth.models.local.convert import model_path
 from synth.models.local.engine import Engine, GenRequest, shared_engine
@@ -42,9 +42,6 @@ from synth.models.local.engine import Engine, GenRequest, shared_engine
 log = logging.getLogger(__name__)
 
 _EXTRA_KEYS = (*SAMPLING_KEYS, "assistant_header")
-#: Plain-text replies also stop where the template's next section would start: the base model never
-#: learned to emit EOS after a reply and goes on with ``\n\n### User``/``### Assistant`` sections.
-SECTION_STOP = "\n### "
 
 
 class LocalChatCompletionClient(ChatCompletionClient):
