@@ -23,7 +23,7 @@ from synth.cli_push import push_command
 from synth.cli_report import report_command
 from synth.cli_train import train_app
 from synth.errors import SynthError
-from synth.extras import missing_extra
+from synth.extras import check_project_packages, missing_extra
 from synth.inputs import DEFAULT_MAX_FIELD_BYTES
 
 app = typer.Typer(
@@ -300,6 +300,7 @@ def models_serve_folder(
 
 def main() -> None:
     try:
+        check_project_packages()
         app()
     except (SynthError, ValueError, ModuleNotFoundError) as exc:
         error = missing_extra(exc) or exc  # an optional module imported deeper than its command's check

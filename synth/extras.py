@@ -5,11 +5,16 @@ The heavy parts (Ray, TRL/PEFT training, dense retrieval) are extras of ``pyproj
 error comes first and names the exact ``pip install``; :func:`missing_extra` turns a
 ``ModuleNotFoundError`` that escapes anyway (an import deep in a third-party module) into the same line
 at the CLI edge. The module -> extra table lives here once, next to the pip commands that fix it.
+
+The project's own packages beside ``synth`` (``roles``, ``graphs``, ``train``) have short top-level names; a
+user's ``train.py`` or ``graphs.py`` in the folder ``python -m synth`` runs from comes first on
+``sys.path`` and would shadow them. :func:`check_project_packages` names the file instead of a traceback.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from synth.errors import SynthError
 
@@ -30,6 +35,10 @@ EXTRA_OF: dict[str, str] = {
 SEPARATE_INSTALL: dict[str, str] = {
     "xgrammar": "pip install --no-deps xgrammar==0.2.8 apache-tvm-ffi",
 }
+
+
+#: Top-level packages installed with synth (pyproject.toml) that live beside it.
+PROJECT_PACKAGES = ("roles", "graphs", "train")
 
 
 class MissingExtraError(SynthError):
@@ -70,3 +79,22 @@ def missing_extra(exc: BaseException) -> MissingExtraError | None:
     if top in SEPARATE_INSTALL:
         return MissingExtraError(f"{top} is not installed: {SEPARATE_INSTALL[top]}")
     return None
+
+
+def check_project_packages() -> None:
+    """Raise a :class:`SynthError` naming the file when another module shadows a project package."""
+    root = Path(__file__).resolve().parents[1]
+    for name in PROJECT_PACKAGES:
+        ours = root / name / "__init__.py"
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None or spec.origin is None or not ours.is_file():
+            continue
+        found = Path(spec.origin).resolve()
+        if found != ours:
+            raise SynthError(
+                f"{found} shadows synth's own '{name}' package ({ours.parent}): rename that file or "
+                "folder, or run the `synth` command instead of `python -m synth` from that folder"
+            )

@@ -163,3 +163,19 @@ def test_synth_run_executor_ray_without_ray_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines == ["error: --executor ray needs ray, not installed here: pip install 'agentsynth[ray]'"]
+
+
+@pytest.mark.parametrize("name", ["graphs", "train"])
+def test_a_users_module_shadowing_a_project_package_is_named_in_one_line(tmp_path: Path, name: str) -> None:
+    """`python -m synth` puts the current folder first on sys.path: a user's graphs.py would win."""
+    (tmp_path / f"{name}.py").write_text("print('the user script ran')\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300"}
+    command = [sys.executable, "-m", "synth", "graphs", "list"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "the user script ran" not in done.stdout
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path.resolve() / name}.py shadows synth's own '{name}' package")
+    assert "rename that file" in line
+    (tmp_path / f"{name}.py").unlink()
+    assert subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, timeout=120).returncode == 0
