@@ -17,12 +17,10 @@ import ipaddress
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
-from autogen_core import CancellationToken
 from autogen_core.models import CreateResult, LLMMessage, ModelFamily, ModelInfo, validate_model_info
-from autogen_core.tools import Tool, ToolSchema
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 
@@ -116,57 +114,27 @@ class SynthOpenAIChatCompletionClient(OpenAIChatCompletionClient):
         super().__init__(**kwargs)
         self._client = JsonBodyClient(self._client)  # type: ignore[assignment]
 
-    def _structured(
-        self, json_output: bool | type[BaseModel] | None, extra_create_args: Mapping[str, Any]
-    ) -> tuple[bool | type[BaseModel] | None, Mapping[str, Any]]:
+    def _structured(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """A call's arguments with a pydantic ``json_output`` sent as a ``response_format`` schema."""
+        json_output = kwargs.get("json_output")
         if not (isinstance(json_output, type) and issubclass(json_output, BaseModel)):
-            return json_output, extra_create_args
+            return dict(kwargs)
         if self.model_info.get("structured_output", False):
-            return None, {**extra_create_args, "response_format": schema_response_format(json_output)}
+            extra = {
+                **kwargs.get("extra_create_args", {}),
+                "response_format": schema_response_format(json_output),
+            }
+            return {**kwargs, "json_output": None, "extra_create_args": extra}
         # No schema support (some llama.cpp builds): fall back to JSON mode or plain text; the role validates.
-        return (True if self.model_info.get("json_output", False) else None), extra_create_args
+        return {**kwargs, "json_output": True if self.model_info.get("json_output", False) else None}
 
-    async def create(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-    ) -> CreateResult:
-        json_output, extra_create_args = self._structured(json_output, extra_create_args)
-        return await super().create(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-        )
+    async def create(self, messages: Sequence[LLMMessage], **kwargs: Any) -> CreateResult:
+        return await super().create(messages, **self._structured(kwargs))
 
-    def create_stream(  # type: ignore[override]
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-        **kwargs: Any,
+    def create_stream(
+        self, messages: Sequence[LLMMessage], **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
-        json_output, extra_create_args = self._structured(json_output, extra_create_args)
-        return super().create_stream(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-            **kwargs,
-        )
+        return super().create_stream(messages, **self._structured(kwargs))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self._create_args.get('model')!r})"
