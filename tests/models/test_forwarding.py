@@ -13,7 +13,6 @@ from autogen_core.models import (
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
-    ModelCapabilities,
     ModelInfo,
     RequestUsage,
     UserMessage,
@@ -84,9 +83,9 @@ class Backend(ChatCompletionClient):
         return 93
 
     @property
-    def capabilities(self) -> ModelCapabilities:
+    def capabilities(self) -> Any:  # deprecated by AutoGen, still abstract
         self.log.append(("capabilities", None))
-        return ModelCapabilities(vision=False, function_calling=True, json_output=True)
+        return {"vision": False, "function_calling": True, "json_output": True}
 
     @property
     def model_info(self) -> ModelInfo:
