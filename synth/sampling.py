@@ -18,14 +18,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synth.errors import SynthError
+from synth.errors import ALL_ROLES, SynthError, unknown_roles
 from synth.models.forwarding import ClientView
 
 #: ``max_tokens`` sent to OpenAI-compatible servers when neither the role nor the run sets one: servers
 #: differ wildly (transformers serve: 1024, llama.cpp: until the context is full), and an unbounded reply
 #: on a slow server looks like a hang.
 DEFAULT_MAX_TOKENS = 1024
-ALL_ROLES = "default"
 
 
 class SamplingError(SynthError):
@@ -83,11 +82,11 @@ def validate(sampling: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, A
 def check_roles(sampling: Mapping[str, Any], graph_name: str, roles: Iterable[str]) -> None:
     """A ``ROLE.KEY`` setting for a role the graph does not have is an error (a typo would be ignored)."""
     known = sorted(roles)
-    unknown = sorted(set(sampling) - {ALL_ROLES, *known})
+    unknown = unknown_roles(sorted(sampling), known)
     if unknown:
         raise SamplingError(
             f"--sampling names role(s) {', '.join(unknown)} that graph '{graph_name}' does not have; "
-            f"its roles: {', '.join(known)}"
+            f"its roles: {', '.join(known)}. Unknown: {', '.join(unknown.values())}"
         )
 
 
