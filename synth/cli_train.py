@@ -216,6 +216,13 @@ def _data(help: str) -> Option:
     return Option("data", str | None, help)
 
 
+def _stage(number: int, help: str) -> Option:
+    """``--stageN-data``: that stage's ``data`` key (hybrid)."""
+    return Option(
+        f"stage{number}_data", str | None, help, key=f"stage{number}", convert=lambda data: {"data": data}
+    )
+
+
 _PREFERENCES = _data("Preference dataset folder (`synth export -f dpo`).")
 _RL_DATA = _data("Prompt dataset (`synth export -f rl`): prompt + answers.")
 
@@ -238,20 +245,8 @@ METHODS = (
         "train.hybrid:run_hybrid",
         (
             Option("recipe", str | None, "eto: SFT then DPO; smart: SFT on short, then on long."),
-            Option(
-                "stage1_data",
-                str | None,
-                "Stage 1 dataset (SFT; SMART: sft-short).",
-                key="stage1",
-                convert=lambda data: {"data": data},
-            ),
-            Option(
-                "stage2_data",
-                str | None,
-                "Stage 2 dataset (eto: dpo; SMART: sft-long).",
-                key="stage2",
-                convert=lambda data: {"data": data},
-            ),
+            _stage(1, "Stage 1 dataset (SFT; SMART: sft-short)."),
+            _stage(2, "Stage 2 dataset (eto: dpo; SMART: sft-long)."),
             "model",
         ),
     ),

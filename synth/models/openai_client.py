@@ -20,11 +20,12 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from autogen_core.models import CreateResult, LLMMessage, ModelFamily, ModelInfo, validate_model_info
+from autogen_core.models import CreateResult, LLMMessage, ModelInfo, validate_model_info
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 
 from synth.errors import ModelSpecError
+from synth.models.base import CAPABLE_MODEL_INFO
 from synth.models.managed import ClientOptions
 from synth.models.reply_guard import install_reply_guard
 from synth.models.transport import JsonBodyClient, http_client
@@ -33,14 +34,8 @@ DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 #: What vLLM/SGLang users pass when the server has no ``--api-key``.
 DUMMY_KEY = "EMPTY"
 
-DEFAULT_MODEL_INFO = ModelInfo(
-    vision=False,
-    function_calling=True,
-    json_output=True,
-    structured_output=True,
-    family=ModelFamily.UNKNOWN,
-    multiple_system_messages=True,
-)
+#: For model names autogen doesn't know (anything served by vLLM).
+DEFAULT_MODEL_INFO = CAPABLE_MODEL_INFO
 
 
 def is_private_url(base_url: str) -> bool:

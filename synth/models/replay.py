@@ -13,21 +13,15 @@ from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
-from autogen_core.models import CreateResult, LLMMessage, ModelFamily, ModelInfo, RequestUsage
+from autogen_core.models import CreateResult, LLMMessage, ModelInfo, RequestUsage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from synth.errors import ModelSpecError, SynthError
+from synth.models.base import CAPABLE_MODEL_INFO
 from synth.models.managed import ClientOptions
 
 #: Replay accepts whatever a role asks for: the point is to test the role, not the model.
-REPLAY_MODEL_INFO = ModelInfo(
-    vision=False,
-    function_calling=True,
-    json_output=True,
-    structured_output=True,
-    family=ModelFamily.UNKNOWN,
-    multiple_system_messages=True,
-)
+REPLAY_MODEL_INFO = CAPABLE_MODEL_INFO
 
 
 class ReplayExhaustedError(SynthError, ValueError):
