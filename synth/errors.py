@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Sequence
+
+#: The scope of ``--model SPEC`` / ``--sampling KEY=VALUE`` that covers every role (not a role name).
+ALL_ROLES = "default"
+
 
 class SynthError(Exception):
     """Base class: the CLI prints these without a traceback."""
@@ -29,3 +35,15 @@ class OptionError(SynthError, ValueError):
 
 class ExportError(SynthError):
     """An export format is unknown for a graph, or its data is unusable."""
+
+
+def unknown_roles(names: Iterable[str], roles: Sequence[str]) -> dict[str, str]:
+    """The names that are no role of the graph (:data:`ALL_ROLES` aside), each with how to say it:
+    ``'judgee' (did you mean 'judge'?)``. What ``--model ROLE=SPEC`` and ``--sampling ROLE.KEY=VALUE``
+    refuse, as a typo would leave that role on the run's defaults without a word."""
+    unknown = {}
+    for name in names:
+        if name != ALL_ROLES and name not in roles:
+            close = difflib.get_close_matches(name, roles, n=1)
+            unknown[name] = f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    return unknown

@@ -20,21 +20,19 @@ import json
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from autogen_core import CancellationToken
 from autogen_core.models import (
     AssistantMessage,
     ChatCompletionClient,
     CreateResult,
     LLMMessage,
-    ModelCapabilities,  # type: ignore[attr-defined]
-    ModelInfo,
     RequestUsage,
     UserMessage,
 )
-from autogen_core.tools import Tool, ToolSchema
 from pydantic import BaseModel, ValidationError
+
+from synth.models.forwarding import ForwardingClient
 
 #: A dict a call sets before it reaches the client: a client with structured-output modes
 #: (:mod:`synth.models.structured`) writes the mode it used, and why it fell back, into it (a mutable
@@ -130,9 +128,10 @@ def message_dict(message: LLMMessage) -> dict[str, Any]:
     return out
 
 
-class CallRecorder(ChatCompletionClient):
+class CallRecorder(ForwardingClient):
     """Delegates to ``inner``; records each call as a :class:`Turn`; injects sampling parameters; sends
-    one repair turn for a reply that fails its schema (``repair=False`` turns that off)."""
+    one repair turn for a reply that fails its schema (``repair=False`` turns that off). Its usage is its
+    own calls'; token counting and model info are the wrapped client's."""
 
     def __init__(
         self,
@@ -142,7 +141,7 @@ class CallRecorder(ChatCompletionClient):
         sample: int = 0,
         repair: bool = True,
     ) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._sampling = dict(sampling or {})
         self._sample = sample
         self._repair = repair
@@ -153,7 +152,7 @@ class CallRecorder(ChatCompletionClient):
 
     @property
     def spec(self) -> str:
-        return str(getattr(self._inner, "spec", type(self._inner).__name__))
+        return str(getattr(self.inner, "spec", type(self.inner).__name__))
 
     def _args(self, extra: Mapping[str, Any]) -> dict[str, Any]:
         args = {**self._sampling, **extra}
@@ -161,32 +160,18 @@ class CallRecorder(ChatCompletionClient):
             args[SAMPLE_KEY] = self._sample
         return args
 
-    async def create(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = (),
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-    ) -> CreateResult:
+    async def create(self, messages: Sequence[LLMMessage], **kwargs: Any) -> CreateResult:
         self.last_error = None
         turn = Turn(request=[message_dict(m) for m in messages], started=time.perf_counter())
         self.turns.append(turn)
+        json_output = kwargs.get("json_output")
+        sent_args = {**kwargs, "extra_create_args": self._args(kwargs.get("extra_create_args", {}))}
 
         async def ask(sent: Sequence[LLMMessage]) -> CreateResult:
             sink: dict[str, Any] = {}  # the client below writes the structured mode it used into it
             token = MODE_SINK.set(sink)
             try:
-                result = await self._inner.create(
-                    sent,
-                    tools=tools,
-                    tool_choice=tool_choice,
-                    json_output=json_output,
-                    extra_create_args=self._args(extra_create_args),
-                    cancellation_token=cancellation_token,
-                )
+                result = await self.inner.create(sent, **sent_args)
             finally:
                 MODE_SINK.reset(token)
             turn.structured = sink.get("mode", turn.structured)
@@ -226,25 +211,11 @@ class CallRecorder(ChatCompletionClient):
             UserMessage(content=text, source="user"),
         ]
 
-    async def create_stream(  # type: ignore[override]
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = (),
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
+    async def create_stream(
+        self, messages: Sequence[LLMMessage], **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
         # Roles never stream; a single final chunk keeps the contract for callers that do.
-        yield await self.create(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-        )
+        yield await self.create(messages, **kwargs)
 
     async def close(self) -> None:
         """The shared client outlives this per-call view: closing it is the owner's job."""
@@ -254,22 +225,6 @@ class CallRecorder(ChatCompletionClient):
 
     def total_usage(self) -> RequestUsage:
         return self.actual_usage()
-
-    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()) -> int:
-        return self._inner.count_tokens(messages, tools=tools)
-
-    def remaining_tokens(
-        self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = ()
-    ) -> int:
-        return self._inner.remaining_tokens(messages, tools=tools)
-
-    @property
-    def capabilities(self) -> ModelCapabilities:  # type: ignore[override]
-        return self._inner.capabilities  # type: ignore[no-any-return]
-
-    @property
-    def model_info(self) -> ModelInfo:
-        return self._inner.model_info
 
     # --- what the role reads back -------------------------------------------------------------
     @property

@@ -18,13 +18,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synth.errors import SynthError
+from synth.errors import ALL_ROLES, SynthError, unknown_roles
+from synth.models.forwarding import ClientView
 
 #: ``max_tokens`` sent to OpenAI-compatible servers when neither the role nor the run sets one: servers
 #: differ wildly (transformers serve: 1024, llama.cpp: until the context is full), and an unbounded reply
 #: on a slow server looks like a hang.
 DEFAULT_MAX_TOKENS = 1024
-ALL_ROLES = "default"
 
 
 class SamplingError(SynthError):
@@ -82,11 +82,11 @@ def validate(sampling: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, A
 def check_roles(sampling: Mapping[str, Any], graph_name: str, roles: Iterable[str]) -> None:
     """A ``ROLE.KEY`` setting for a role the graph does not have is an error (a typo would be ignored)."""
     known = sorted(roles)
-    unknown = sorted(set(sampling) - {ALL_ROLES, *known})
+    unknown = unknown_roles(sorted(sampling), known)
     if unknown:
         raise SamplingError(
             f"--sampling names role(s) {', '.join(unknown)} that graph '{graph_name}' does not have; "
-            f"its roles: {', '.join(known)}"
+            f"its roles: {', '.join(known)}. Unknown: {', '.join(unknown.values())}"
         )
 
 
@@ -100,7 +100,7 @@ def backend_defaults(spec: str) -> dict[str, Any]:
     return {"max_tokens": DEFAULT_MAX_TOKENS} if spec.startswith("openai:") else {}
 
 
-class SamplingOverride:
+class SamplingOverride(ClientView):
     """A model client seen by one role: the run's settings laid over the role's in every ``create``.
 
     Everything else (``spec``, ``cache``, ``score``, ``close``...) is the wrapped client's, so capability
@@ -108,20 +108,17 @@ class SamplingOverride:
     """
 
     def __init__(self, inner: Any, settings: Mapping[str, Any]) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._settings = dict(settings)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def _laid_over(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**kwargs, "extra_create_args": {**(kwargs.get("extra_create_args") or {}), **self._settings}}
 
     async def create(self, messages: Sequence[Any], **kwargs: Any) -> Any:
-        kwargs["extra_create_args"] = {**(kwargs.get("extra_create_args") or {}), **self._settings}
-        return await self._inner.create(messages, **kwargs)
+        return await self.inner.create(messages, **self._laid_over(kwargs))
 
-    async def create_stream(self, messages: Sequence[Any], **kwargs: Any) -> AsyncGenerator[Any, None]:
-        kwargs["extra_create_args"] = {**(kwargs.get("extra_create_args") or {}), **self._settings}
-        async for chunk in self._inner.create_stream(messages, **kwargs):
-            yield chunk
+    def create_stream(self, messages: Sequence[Any], **kwargs: Any) -> AsyncGenerator[Any, None]:
+        return self.inner.create_stream(messages, **self._laid_over(kwargs))
 
 
 def effective_sampling(graph: Any, run: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -32,7 +32,7 @@ from rich.text import Text
 from synth.batch_progress import BatchProgress
 from synth.cache import CallCache
 from synth.console import FailureLines, route_library_logs
-from synth.errors import SynthError
+from synth.errors import SynthError, unknown_roles
 from synth.extras import require_extra
 from synth.graph import ModelSet, SynthGraph
 from synth.inputs import (
@@ -137,16 +137,12 @@ def resolve_graph(ref: str) -> SynthGraph:
 def check_roles(graph: SynthGraph, models: dict[str, str]) -> None:
     """Refuse ``--model ROLE=SPEC`` for a role the graph does not have (a typo would silently leave that
     role on the default model), listing the graph's roles with a did-you-mean."""
-    import difflib
-
     roles = [role.name for role in graph.roles]
-    for name in models:
-        if name == "default" or name in roles:
-            continue
-        close = difflib.get_close_matches(name, roles, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+    unknown = unknown_roles(models, roles)
+    if unknown:
         raise SynthError(
-            f"--model {name}=...: graph '{graph.name}' has no role {name!r}{hint}; its roles: "
+            f"--model {'=..., '.join(unknown)}=...: graph '{graph.name}' has no role "
+            f"{', '.join(unknown.values())}; its roles: "
             f"{', '.join(roles) or 'none'}. Pass --model SPEC for all roles or --model ROLE=SPEC for one."
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -12,9 +13,11 @@ import yaml
 from typer.testing import CliRunner
 
 from synth.cli import app
+from synth.errors import SynthError, unknown_roles
 from synth.export import ExportOptions, export_run
-from synth.sampling import DEFAULT_MAX_TOKENS, SamplingError, parse
+from synth.sampling import DEFAULT_MAX_TOKENS, SamplingError, check_roles, parse
 from synth.session import RunRequest, resolve_graph, run_session
+from synth.session import check_roles as check_model_roles
 from synth.store import RunStore
 from synth.testing.replies import Reply, system_text
 from tests.coevol_script import coevol_responder
@@ -189,3 +192,25 @@ async def test_a_reply_is_cut_before_a_stop_string_the_server_returned(
     raw = {r.seed["topic"]: r.steps[0].raw for r in RunStore(folder).iter_records()}
     assert raw == {"the sea": "Waves and salt.", "the sky": "Blue, mostly."}
     assert all(r["stop"] == ["\n### ", "<end>"] for r in openai_server.requests)
+
+
+def test_unknown_roles_are_named_with_a_did_you_mean_for_model_and_sampling() -> None:
+    roles = ["responder", "judge", "editor"]
+    assert unknown_roles(["default", "judge", "jduge", "zzz"], roles) == {
+        "jduge": "'jduge' (did you mean 'judge'?)",
+        "zzz": "'zzz'",
+    }
+    with pytest.raises(SamplingError) as sampling_error:
+        check_roles({"default": {}, "zzz": {}, "jduge": {}}, "g", roles)
+    assert str(sampling_error.value) == (
+        "--sampling names role(s) jduge, zzz that graph 'g' does not have; its roles: editor, judge, "
+        "responder. Unknown: 'jduge' (did you mean 'judge'?), 'zzz'"
+    )
+    graph = SimpleNamespace(name="g", roles=[SimpleNamespace(name=name) for name in roles])
+    with pytest.raises(SynthError) as model_error:
+        check_model_roles(graph, {"default": "m", "jduge": "m", "editr": "m"})  # type: ignore[arg-type]
+    assert str(model_error.value).startswith(
+        "--model jduge=..., editr=...: graph 'g' has no role 'jduge' (did you mean 'judge'?), 'editr' "
+        "(did you mean 'editor'?); its roles: responder, judge, editor."
+    )
+    check_model_roles(graph, {"default": "m", "judge": "m"})  # type: ignore[arg-type]

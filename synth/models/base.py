@@ -16,10 +16,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from autogen_core.models import LLMMessage
+from autogen_core.models import LLMMessage, ModelFamily, ModelInfo
 
 #: Names of the sampling parameters every backend understands in ``extra_create_args``.
 SAMPLING_KEYS = ("temperature", "top_p", "max_tokens", "seed", "stop")
+
+#: What a backend is taken to support when nothing says otherwise (a model name autogen doesn't know, a
+#: replay file): everything roles ask for; ``ClientOptions.model_info`` narrows it.
+CAPABLE_MODEL_INFO = ModelInfo(
+    vision=False,
+    function_calling=True,
+    json_output=True,
+    structured_output=True,
+    family=ModelFamily.UNKNOWN,
+    multiple_system_messages=True,
+)
 
 
 @dataclass(frozen=True)

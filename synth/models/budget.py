@@ -13,26 +13,25 @@ import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
+from synth.models.forwarding import ClientView
+
 
 class CallBudgetExceeded(TimeoutError):
     """A call used its whole budget (attempts, retries and backoff together)."""
 
 
-class CallBudget:
+class CallBudget(ClientView):
     """A client whose ``create`` gives up after ``seconds`` in total; the rest is the wrapped client's."""
 
     def __init__(self, inner: Any, seconds: float) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._seconds = seconds
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     async def create(self, messages: Sequence[Any], **kwargs: Any) -> Any:
         deadline = asyncio.timeout(self._seconds)
         try:
             async with deadline:
-                return await self._inner.create(messages, **kwargs)
+                return await self.inner.create(messages, **kwargs)
         except TimeoutError as exc:
             if not deadline.expired():
                 raise  # an attempt's own --timeout, retries exhausted within the budget
@@ -44,7 +43,7 @@ class CallBudget:
 
     async def create_stream(self, messages: Sequence[Any], **kwargs: Any) -> AsyncGenerator[Any, None]:
         async with asyncio.timeout(self._seconds):
-            async for chunk in self._inner.create_stream(messages, **kwargs):
+            async for chunk in self.inner.create_stream(messages, **kwargs):
                 yield chunk
 
 

@@ -20,23 +20,15 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from autogen_core import CancellationToken
-from autogen_core.models import (
-    ChatCompletionClient,
-    CreateResult,
-    LLMMessage,
-    ModelCapabilities,  # type: ignore[attr-defined]
-    ModelInfo,
-    RequestUsage,
-)
-from autogen_core.tools import Tool, ToolSchema
+from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 from pydantic import BaseModel
 
 from synth.cache import CallCache, call_key, reply_validates, score_key
 from synth.logs import redact_error
 from synth.models.base import ScoreRequest, SupportsLogprobs
+from synth.models.forwarding import ForwardingClient
 from synth.models.limiter import AdaptiveLimit
 from synth.models.policy import (
     ClientOptions,
@@ -67,9 +59,11 @@ _COUNTERS = (
 )  # fmt: skip
 _FLOAT_COUNTERS = {"latency_s", "backoff_s"}
 Slots = asyncio.Semaphore | AdaptiveLimit
+#: The ``create`` arguments besides messages and sampling that change a reply, hence the cache key.
+_KEYED = ("json_output", "tools", "tool_choice")
 
 
-class ManagedClient(ChatCompletionClient):
+class ManagedClient(ForwardingClient):
     """Wraps any ``ChatCompletionClient``; see the module doc. Build with :func:`synth.models.make_client`.
 
     Constructing ``ManagedClient(inner)`` returns a :class:`ManagedLogprobsClient` when ``inner`` implements
@@ -90,7 +84,7 @@ class ManagedClient(ChatCompletionClient):
         sleep: Sleep | None = None,
         cache: CallCache | None = None,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.options = options or ClientOptions()
         self.spec = spec
         #: The run's call cache (set per run folder by :func:`synth.session.build_models`); None = off.
@@ -221,32 +215,18 @@ class ManagedClient(ChatCompletionClient):
             exc.add_note(f"[{self.spec or 'model'}] {verdict} after {len(history)} attempt(s):\n  {attempts}")
             raise
 
-    def _args(self, extra_create_args: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
-        """Request arguments (defaults overlaid by the call's) without the sample index, and that index."""
-        args = {**self.options.sampling, **extra_create_args}
-        sample = args.pop(SAMPLE_KEY, 0)
-        return args, int(sample or 0)
-
-    def _cache_key(
-        self,
-        messages: Sequence[LLMMessage],
-        args: Mapping[str, Any],
-        sample: int,
-        json_output: bool | type[BaseModel] | None,
-        tools: Sequence[Tool | ToolSchema],
-        tool_choice: Tool | Literal["auto", "required", "none"],
-    ) -> str | None:
-        if self.cache is None:
-            return None
-        return call_key(
-            self.spec,
-            messages,
-            args,
-            sample=sample,
-            json_output=json_output,
-            tools=tools,
-            tool_choice=tool_choice,
-        )
+    def _prepare(
+        self, messages: Sequence[LLMMessage], kwargs: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], str | None]:
+        """The call's arguments as sent on (default sampling laid under the call's, the sample index taken
+        out: a backend would reject it) and its cache key (None when the cache is off)."""
+        args = {**self.options.sampling, **kwargs.get("extra_create_args", {})}
+        sample = int(args.pop(SAMPLE_KEY, 0) or 0)
+        key = None
+        if self.cache is not None:
+            keyed = {name: kwargs[name] for name in _KEYED if name in kwargs}
+            key = call_key(self.spec, messages, args, sample=sample, **keyed)
+        return {**kwargs, "extra_create_args": args}, key
 
     def _cached(self, key: str | None, json_output: bool | type[BaseModel] | None) -> CreateResult | None:
         if key is None or self.cache is None:
@@ -264,53 +244,26 @@ class ManagedClient(ChatCompletionClient):
         if key is not None and self.cache is not None and reply_validates(result, json_output):
             self.cache.put_result(key, result)
 
-    # -- ChatCompletionClient ---------------------------------------------------------------------------
-    async def create(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-    ) -> CreateResult:
-        args, sample = self._args(extra_create_args)
-        key = self._cache_key(messages, args, sample, json_output, tools, tool_choice)
+    # -- ChatCompletionClient (everything else is forwarded to ``inner``) -----------------------------
+    async def create(self, messages: Sequence[LLMMessage], **kwargs: Any) -> CreateResult:
+        sent, key = self._prepare(messages, kwargs)
+        json_output = kwargs.get("json_output")
         hit = self._cached(key, json_output)
         if hit is not None:
             return hit
-
-        def op() -> Awaitable[CreateResult]:
-            return self.inner.create(
-                messages,
-                tools=tools,
-                tool_choice=tool_choice,
-                json_output=json_output,
-                extra_create_args=args,
-                cancellation_token=cancellation_token,
-            )
-
-        result, latency = await self._with_retries(op)
+        result, latency = await self._with_retries(lambda: self.inner.create(messages, **sent))
         self._record_result(result, latency)
         self._store(key, result, json_output)
         return result
 
-    async def create_stream(  # type: ignore[override]
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
+    async def create_stream(
+        self, messages: Sequence[LLMMessage], **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
         """Retried until the first chunk arrives (nothing was shown yet); later failures propagate.
         The timeout applies to each wait for the next chunk; the slot is held for the whole stream.
         A cached call replays as its final result alone; a finished stream's final result is cached."""
-        args, sample = self._args(extra_create_args)
-        key = self._cache_key(messages, args, sample, json_output, tools, tool_choice)
+        sent, key = self._prepare(messages, kwargs)
+        json_output = kwargs.get("json_output")
         hit = self._cached(key, json_output)
         if hit is not None:
             yield hit
@@ -318,14 +271,7 @@ class ManagedClient(ChatCompletionClient):
         timeout = self.options.timeout_s
 
         async def open_stream() -> tuple[AsyncGenerator[str | CreateResult, None], str | CreateResult]:
-            gen = self.inner.create_stream(
-                messages,
-                tools=tools,
-                tool_choice=tool_choice,
-                json_output=json_output,
-                extra_create_args=args,
-                cancellation_token=cancellation_token,
-            )
+            gen = self.inner.create_stream(messages, **sent)
             try:
                 return gen, await anext(gen)
             except StopAsyncIteration:
@@ -354,31 +300,6 @@ class ManagedClient(ChatCompletionClient):
         finally:
             self._release(sem)
             await gen.aclose()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    def actual_usage(self) -> RequestUsage:
-        return self.inner.actual_usage()
-
-    def total_usage(self) -> RequestUsage:
-        return self.inner.total_usage()
-
-    def count_tokens(self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []) -> int:
-        return self.inner.count_tokens(messages, tools=tools)
-
-    def remaining_tokens(
-        self, messages: Sequence[LLMMessage], *, tools: Sequence[Tool | ToolSchema] = []
-    ) -> int:
-        return self.inner.remaining_tokens(messages, tools=tools)
-
-    @property
-    def capabilities(self) -> ModelCapabilities:  # type: ignore[override]
-        return self.inner.capabilities  # type: ignore[no-any-return]
-
-    @property
-    def model_info(self) -> ModelInfo:
-        return self.inner.model_info
 
 
 class ManagedLogprobsClient(ManagedClient):

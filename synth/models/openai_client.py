@@ -19,16 +19,15 @@ import ipaddress
 import os
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
-from autogen_core import CancellationToken
-from autogen_core.models import CreateResult, LLMMessage, ModelFamily, ModelInfo, validate_model_info
-from autogen_core.tools import Tool, ToolSchema
+from autogen_core.models import CreateResult, LLMMessage, ModelInfo, validate_model_info
 from autogen_ext.models.openai import OpenAIChatCompletionClient
 from pydantic import BaseModel
 
 from synth.errors import ModelSpecError
+from synth.models.base import CAPABLE_MODEL_INFO
 from synth.models.managed import ClientOptions
 from synth.models.reply_guard import install_reply_guard
 from synth.models.transport import JsonBodyClient, http_client
@@ -37,14 +36,8 @@ DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 #: What vLLM/SGLang users pass when the server has no ``--api-key``.
 DUMMY_KEY = "EMPTY"
 
-DEFAULT_MODEL_INFO = ModelInfo(
-    vision=False,
-    function_calling=True,
-    json_output=True,
-    structured_output=True,
-    family=ModelFamily.UNKNOWN,
-    multiple_system_messages=True,
-)
+#: For model names autogen doesn't know (anything served by vLLM).
+DEFAULT_MODEL_INFO = CAPABLE_MODEL_INFO
 
 
 def is_private_url(base_url: str) -> bool:
@@ -130,58 +123,29 @@ class SynthOpenAIChatCompletionClient(OpenAIChatCompletionClient):
         super().__init__(**kwargs)
         self._client = JsonBodyClient(self._client)  # type: ignore[assignment]
 
-    def _structured(
-        self, json_output: bool | type[BaseModel] | None, extra_create_args: Mapping[str, Any]
-    ) -> tuple[bool | type[BaseModel] | None, Mapping[str, Any]]:
+    def _structured(self, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """A call's arguments with a pydantic ``json_output`` sent as a ``response_format`` schema."""
+        json_output = kwargs.get("json_output")
         if not (isinstance(json_output, type) and issubclass(json_output, BaseModel)):
-            return json_output, extra_create_args
+            return dict(kwargs)
         if self.model_info.get("structured_output", False):
-            return None, {**extra_create_args, "response_format": schema_response_format(json_output)}
+            extra = {
+                **kwargs.get("extra_create_args", {}),
+                "response_format": schema_response_format(json_output),
+            }
+            return {**kwargs, "json_output": None, "extra_create_args": extra}
         # No schema support (some llama.cpp builds): fall back to JSON mode or plain text; the role validates.
-        return (True if self.model_info.get("json_output", False) else None), extra_create_args
+        return {**kwargs, "json_output": True if self.model_info.get("json_output", False) else None}
 
-    async def create(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-    ) -> CreateResult:
-        json_output, extra_create_args = self._structured(json_output, extra_create_args)
-        result = await super().create(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-        )
-        return cut_at_stop(result, extra_create_args.get("stop"))
+    async def create(self, messages: Sequence[LLMMessage], **kwargs: Any) -> CreateResult:
+        kwargs = self._structured(kwargs)
+        result = await super().create(messages, **kwargs)
+        return cut_at_stop(result, (kwargs.get("extra_create_args") or {}).get("stop"))
 
-    def create_stream(  # type: ignore[override]
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-        **kwargs: Any,
+    def create_stream(
+        self, messages: Sequence[LLMMessage], **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
-        json_output, extra_create_args = self._structured(json_output, extra_create_args)
-        return super().create_stream(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-            **kwargs,
-        )
+        return super().create_stream(messages, **self._structured(kwargs))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self._create_args.get('model')!r})"

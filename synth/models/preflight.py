@@ -272,7 +272,7 @@ def apply_mode(client: Any, mode: str | None) -> None:
             if client.mode is None and mode in MODES:
                 client.mode = mode  # type: ignore[assignment]
             return
-        client = client.__dict__.get("inner") or client.__dict__.get("_inner")
+        client = client.__dict__.get("inner")  # the wrapped client (synth.models.forwarding)
         seen += 1
 
 

@@ -9,28 +9,19 @@ and lines starting with ``#`` are skipped.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from autogen_core import CancellationToken
-from autogen_core.models import CreateResult, LLMMessage, ModelFamily, ModelInfo, RequestUsage
-from autogen_core.tools import Tool, ToolSchema
+from autogen_core.models import CreateResult, LLMMessage, ModelInfo, RequestUsage
 from autogen_ext.models.replay import ReplayChatCompletionClient
-from pydantic import BaseModel
 
 from synth.errors import ModelSpecError, SynthError
+from synth.models.base import CAPABLE_MODEL_INFO
 from synth.models.managed import ClientOptions
 
 #: Replay accepts whatever a role asks for: the point is to test the role, not the model.
-REPLAY_MODEL_INFO = ModelInfo(
-    vision=False,
-    function_calling=True,
-    json_output=True,
-    structured_output=True,
-    family=ModelFamily.UNKNOWN,
-    multiple_system_messages=True,
-)
+REPLAY_MODEL_INFO = CAPABLE_MODEL_INFO
 
 
 class ReplayExhaustedError(SynthError, ValueError):
@@ -86,53 +77,22 @@ class SynthReplayClient(ReplayChatCompletionClient):
         super().__init__(chat_completions, model_info=model_info or REPLAY_MODEL_INFO)
         self.source = source
 
-    def _exhausted(self) -> ReplayExhaustedError:
-        return ReplayExhaustedError(
-            f"replay {self.source or 'client'}: all {len(self.chat_completions)} scripted replies are used; "
-            "add lines to the file (one per model call) or reset() the client."
-        )
-
-    async def create(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
-    ) -> CreateResult:
+    def _check_left(self) -> None:
         if self._current_index >= len(self.chat_completions):
-            raise self._exhausted()
-        return await super().create(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-        )
+            raise ReplayExhaustedError(
+                f"replay {self.source or 'client'}: all {len(self.chat_completions)} scripted replies are "
+                "used; add lines to the file (one per model call) or reset() the client."
+            )
 
-    async def create_stream(  # type: ignore[override]
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
+    async def create(self, messages: Sequence[LLMMessage], **kwargs: Any) -> CreateResult:
+        self._check_left()
+        return await super().create(messages, **kwargs)
+
+    async def create_stream(
+        self, messages: Sequence[LLMMessage], **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
-        if self._current_index >= len(self.chat_completions):
-            raise self._exhausted()
-        async for item in super().create_stream(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-        ):
+        self._check_left()
+        async for item in super().create_stream(messages, **kwargs):
             yield item
 
     def __repr__(self) -> str:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from autogen_core.models import CreateResult, SystemMessage
 from pydantic import BaseModel
 
+from synth.models.forwarding import ClientView
 from synth.recording import MODE_SINK
 
 MODES = ("json_schema", "json_object", "prompt")
@@ -74,12 +75,12 @@ def with_schema(messages: Sequence[Any], model: type[BaseModel]) -> list[Any]:
     return [SystemMessage(content=note), *out]
 
 
-class StructuredClient:
+class StructuredClient(ClientView):
     """Wraps an OpenAI-compatible client; applies :attr:`mode` to structured calls (``json_output`` a
     pydantic model). Everything else is the wrapped client's (``__getattr__``)."""
 
     def __init__(self, inner: Any, mode: Mode | None = None, *, spec: str = "") -> None:
-        self._inner = inner
+        super().__init__(inner)
         #: None: not set nor detected yet; starts as json_schema and may fall back once.
         self.mode: Mode | None = mode
         self._spec = spec
@@ -87,13 +88,10 @@ class StructuredClient:
         #: the same call is the same conversation, and one model's mistake twice is no server fault.
         self._missed: set[int] = set()
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
     async def create(self, messages: Sequence[Any], **kwargs: Any) -> CreateResult:
         model = kwargs.get("json_output")
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
-            return await self._inner.create(messages, **kwargs)  # type: ignore[no-any-return]
+            return await self.inner.create(messages, **kwargs)
         mode = self.mode or "json_schema"
         fallback = False
         result = await self._call(mode, messages, model, kwargs)
@@ -129,13 +127,13 @@ class StructuredClient:
         self, mode: Mode, messages: Sequence[Any], model: type[BaseModel], kwargs: Mapping[str, Any]
     ) -> CreateResult:
         if mode == "json_schema":
-            return await self._inner.create(messages, **kwargs)  # type: ignore[no-any-return]
+            return await self.inner.create(messages, **kwargs)
         extra = dict(kwargs.get("extra_create_args") or {})
         extra.pop("response_format", None)
         if mode == "json_object":
             extra["response_format"] = {"type": "json_object"}
         args = {**kwargs, "json_output": None, "extra_create_args": extra}
-        result: CreateResult = await self._inner.create(with_schema(messages, model), **args)
+        result: CreateResult = await self.inner.create(with_schema(messages, model), **args)
         if isinstance(result.content, str) and not is_json_object(result.content):
             found = extract_json(result.content)
             if found is not None:
@@ -148,7 +146,7 @@ class StructuredClient:
         model = kwargs.get("json_output")
         structured = isinstance(model, type) and issubclass(model, BaseModel)
         if not structured or self.mode in (None, "json_schema"):
-            async for chunk in self._inner.create_stream(messages, **kwargs):
+            async for chunk in self.inner.create_stream(messages, **kwargs):
                 yield chunk
             return
         yield await self.create(messages, **kwargs)

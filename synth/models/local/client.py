@@ -135,24 +135,10 @@ class LocalChatCompletionClient(ChatCompletionClient):
         return CreateResult(content=text, finish_reason=result.finish_reason, usage=usage, cached=False)
 
     async def create_stream(
-        self,
-        messages: Sequence[LLMMessage],
-        *,
-        tools: Sequence[Tool | ToolSchema] = [],
-        tool_choice: Tool | Literal["auto", "required", "none"] = "auto",
-        json_output: bool | type[BaseModel] | dict[str, Any] | None = None,
-        extra_create_args: Mapping[str, Any] = {},
-        cancellation_token: CancellationToken | None = None,
+        self, messages: Sequence[LLMMessage], **kwargs: Any
     ) -> AsyncGenerator[str | CreateResult, None]:
         """Not incremental (rows of a batch finish together): yields the whole text, then the result."""
-        result = await self.create(
-            messages,
-            tools=tools,
-            tool_choice=tool_choice,
-            json_output=json_output,
-            extra_create_args=extra_create_args,
-            cancellation_token=cancellation_token,
-        )
+        result = await self.create(messages, **kwargs)
         assert isinstance(result.content, str)
         if result.content:
             yield result.content
