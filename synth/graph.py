@@ -135,8 +135,8 @@ class SynthGraph:
     ``default_options`` are the keyword defaults of ``build`` unless given (declare them once, in
     ``build``'s signature). ``result_model`` is the pydantic model of a trajectory's ``result``
     (``trajectory.result_as(graph.result_model)``); ``report_section`` is the factory of the graph's own
-    report section (``(RunContext) -> Section``, see :mod:`synth.report.model`), so neither the engine nor
-    the report needs to know the graph by name.
+    report section (``(RunContext) -> Section``, see :mod:`synth.report.model`), or its ``module:Name``
+    (imported only when a report is written), so neither the engine nor the report knows a graph by name.
     """
 
     name: str
@@ -149,7 +149,7 @@ class SynthGraph:
     exports: Mapping[str, ExportFormat] = field(default_factory=dict)
     default_options: Mapping[str, Any] = field(default_factory=dict)
     result_model: type[BaseModel] | None = None
-    report_section: Callable[[Any], Any] | None = None
+    report_section: Callable[[Any], Any] | str | None = None
 
     def __post_init__(self) -> None:
         declared = build_defaults(self.build)

@@ -2,7 +2,7 @@
 
 Every question is answered twice by the same model: on its **clean** context (the row's passages) and on
 its **attacked** context (the clean passages perturbed, with the attacker's fabrications inserted), both
-exactly as the ATM graph built them (``graphs/atm.py``). The attack source is
+exactly as the ATM graph built them (``graphs/atm/graph.py``). The attack source is
 
 * an ATM run folder (``synth run atm ...``): its ok trajectories give the question, every gold answer, the
   clean passages and the attacked context, which are rendered in any ``--style`` (``atm``, the default, is
@@ -46,7 +46,7 @@ def load_attack(source: Path, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 def _from_run(folder: Path) -> list[dict[str, Any]]:
-    from graphs.atm_seed import doc
+    from graphs.atm.seed import doc
     from synth.store import RunStore
 
     store = RunStore(folder)

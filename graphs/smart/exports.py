@@ -188,7 +188,7 @@ EXPORTS = {
     ),
     "rl": ExportFormat(
         "rl",
-        "prompt + gold answers for an exact-match reward (graphs.smart_exports.exact_match_reward)",
+        "prompt + gold answers for an exact-match reward (graphs.smart.exports.exact_match_reward)",
         rl_rows,
         rl_features,
         empty_reason="no ok trajectory has gold answers (seed field 'answers')",

@@ -21,7 +21,8 @@ from autogen_core.models import SystemMessage, UserMessage
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphs.coevol_exports import EXPORTS
+from graphs.coevol.exports import EXPORTS
+from graphs.coevol.result import CoEvolResult
 from roles.coevol import (
     ADVISOR,
     CRITICAL_DEBATER,
@@ -333,5 +334,6 @@ GRAPH = SynthGraph(
     build=build,
     to_trajectory=to_trajectory,
     exports=EXPORTS,
-    default_options={"max_rounds": 3, "judge_mode": "auto"},
+    result_model=CoEvolResult,
+    report_section="graphs.coevol.report:CoEvolSection",
 )

@@ -23,7 +23,6 @@ environment-based filter signal. The index is opened once per ``build()``, from 
 from __future__ import annotations
 
 import operator
-import time
 import unicodedata
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -32,11 +31,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from graphs.smart_exports import EXPORTS, exact_match
+from graphs.smart.exports import EXPORTS, exact_match
+from graphs.smart.result import SmartResult
 from roles.smart import FACT_LOCATOR, INTENT_RECONSTRUCTOR, MAX_QUERIES, RESPONSE_GENERATOR, ROLES
 from synth.graph import BaseState, ModelSet, SynthGraph, failed, unless_stopped
-from synth.retrieval import CorpusError, Retriever, open_index
-from synth.trajectory import Step, Usage
+from synth.retrieval import CorpusError, open_index, retrieve_passages
+from synth.trajectory import Step
 
 NO_CORPUS = (
     "graph 'smart' needs a corpus to retrieve from: pass --corpus PATH to `synth run` (or -O corpus=PATH); "
@@ -207,33 +207,6 @@ def clean_queries(queries: list[str], limit: int) -> list[str]:
     return list(seen.values())[:limit]
 
 
-async def retrieve_passages(index: Retriever, queries: list[str], top_k: int) -> dict[str, Any]:
-    """Search every query; dedupe passages across queries. Recorded as a model-free retriever step."""
-    started = time.perf_counter()
-    results = await index.asearch_many(queries, top_k)
-    passages: dict[str, dict[str, Any]] = {}
-    retrieval = []
-    for number, (query, hits) in enumerate(zip(queries, results, strict=True)):
-        retrieval.append(
-            {"query": query, "hits": [{"id": h.passage.id, "score": h.score, "rank": h.rank} for h in hits]}
-        )
-        for hit in hits:
-            entry = passages.setdefault(hit.passage.id, {**hit.passage.as_dict(), "queries": []})
-            entry["queries"].append(number)
-    latency = time.perf_counter() - started
-    step = Step(
-        role="knowledge_retriever",
-        node="retrieve",
-        inputs={"queries": queries, "top_k": top_k},
-        output={"retrieval": retrieval},
-        model=f"{index.kind}:{index.source}",
-        latency_s=latency,
-        usage=Usage(latency_s=latency),
-        meta={"passages": len(passages)},
-    )
-    return {"steps": [step.as_state()], "retrieval": retrieval, "passages": list(passages.values())}
-
-
 def _normalise(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).split())
 
@@ -341,11 +314,6 @@ GRAPH = SynthGraph(
     build=build,
     to_trajectory=to_trajectory,
     exports=EXPORTS,
-    default_options={
-        "corpus": None,
-        "top_k": 3,
-        "retriever": "bm25",
-        "max_queries": 3,
-        "embedding_model": None,
-    },
+    result_model=SmartResult,
+    report_section="graphs.smart.report:SmartSection",
 )
