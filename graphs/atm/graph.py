@@ -43,7 +43,6 @@ from graphs.atm.seed import (
     AtmSeed,
     doc,
     example_passage,
-    gold_answers,
     mark_gold,
     merge_passages,
     seed_passages,
@@ -53,6 +52,7 @@ from roles.atm import GENERATOR, ROLES, attacker_with, generator_inputs, short_a
 from synth.errors import SynthError
 from synth.graph import BaseState, ModelSet, SynthGraph, unless_stopped
 from synth.models.base import ScoreRequest, SupportsLogprobs
+from synth.qa import gold_answers
 from synth.retrieval import open_index, retrieve_passages
 from synth.trajectory import Step, Usage
 

@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from graphs.atm.seed import example_passage, gold_answers
+from graphs.atm.seed import example_passage
 from graphs.smart.exports import exact_match
 from roles.atm import ATTACKER, GENERATOR, generator_inputs
+from synth.qa import gold_answers
 from synth.retrieval import QueryHits
 
 

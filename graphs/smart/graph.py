@@ -35,6 +35,7 @@ from graphs.smart.exports import EXPORTS, exact_match
 from graphs.smart.result import SmartResult
 from roles.smart import FACT_LOCATOR, INTENT_RECONSTRUCTOR, MAX_QUERIES, RESPONSE_GENERATOR, ROLES
 from synth.graph import BaseState, ModelSet, SynthGraph, failed, unless_stopped
+from synth.qa import gold_answers
 from synth.retrieval import CorpusError, open_index, retrieve_passages
 from synth.trajectory import Step
 
@@ -80,12 +81,6 @@ class SmartState(BaseState, total=False):
 def instruction_of(seed: Mapping[str, Any]) -> str:
     text = str(seed.get("question") or seed.get("instruction") or "")
     return f"{text}\n\n{seed['input']}" if seed.get("input") else text
-
-
-def gold_of(seed: Mapping[str, Any]) -> list[str]:
-    answers = seed.get("answers") or []
-    answers = [answers] if isinstance(answers, str) else answers
-    return [a.strip() for a in answers if isinstance(a, str) and a.strip()]
 
 
 def build(
@@ -134,7 +129,7 @@ def build(
             node="locate",
             instruction=instruction_of(seed),
             passage={k: passage[k] for k in ("id", "title", "text")},
-            answers=gold_of(seed),
+            answers=gold_answers(seed),
         )
         step.meta["passage_id"] = passage["id"]
         return {"steps": [step.as_state()], "located": [verdict(step, passage, payload["index"])]}
@@ -263,7 +258,7 @@ def relevant_facts(state: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def to_trajectory(state: Mapping[str, Any]) -> dict[str, Any]:
     seed = state["seed"]
-    golds = gold_of(seed)
+    golds = gold_answers(seed)
     by_index = {v["index"]: v for v in state.get("located", [])}
     facts = []
     for index, passage in enumerate(state.get("passages", [])):
