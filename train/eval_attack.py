@@ -47,6 +47,7 @@ def load_attack(source: Path, limit: int | None = None) -> list[dict[str, Any]]:
 
 def _from_run(folder: Path) -> list[dict[str, Any]]:
     from graphs.atm.seed import doc
+    from graphs.atm.trajectory import AtmResult
     from synth.store import RunStore
 
     store = RunStore(folder)
@@ -59,16 +60,16 @@ def _from_run(folder: Path) -> list[dict[str, Any]]:
             )
         rows = []
         for record in store.iter_records():
-            result = record.result or {}
-            if record.status != "ok" or not result.get("attacked_context"):
+            if record.status != "ok" or not record.result.get("attacked_context"):
                 continue
+            result = record.result_as(AtmResult)
             rows.append(
                 {
                     "id": record.id,
-                    "question": result["question"],
-                    "answers": list(result["answers"]),
-                    "clean": [doc(p) for p in result["passages"]],
-                    "attacked": [doc(d) for d in result["attacked_context"]],
+                    "question": result.question,
+                    "answers": list(result.answers),
+                    "clean": [doc(p.model_dump()) for p in result.passages],
+                    "attacked": [doc(d) for d in result.attacked_context],
                 }
             )
         return rows
