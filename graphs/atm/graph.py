@@ -72,8 +72,6 @@ class AtmState(BaseState, total=False):
     attacked_context: list[dict[str, Any]]
     perturbation: dict[str, Any]
     answers: Annotated[list[dict[str, Any]], operator.add]
-    stop_reason: str
-    error: str
 
 
 def scorer_of(models: ModelSet) -> Any:

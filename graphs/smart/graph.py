@@ -33,7 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from graphs.smart.exports import EXPORTS, exact_match
 from graphs.smart.result import SmartResult
-from roles.smart import FACT_LOCATOR, INTENT_RECONSTRUCTOR, MAX_QUERIES, RESPONSE_GENERATOR, ROLES
+from roles.smart import (
+    FACT_LOCATOR,
+    INTENT_RECONSTRUCTOR,
+    MAX_QUERIES,
+    RESPONSE_GENERATOR,
+    ROLES,
+    Response,
+    SearchQueries,
+)
 from synth.graph import BaseState, ModelSet, SynthGraph, failed, unless_stopped
 from synth.qa import gold_answers
 from synth.retrieval import CorpusError, open_index, retrieve_passages
@@ -74,8 +82,6 @@ class SmartState(BaseState, total=False):
     located: Annotated[list[dict[str, Any]], operator.add]
     branch: str
     response: dict[str, Any]
-    stop_reason: str
-    error: str
 
 
 def instruction_of(seed: Mapping[str, Any]) -> str:
@@ -110,7 +116,7 @@ def build(
         )
         if not step.ok:
             return failed(step)
-        asked: list[str] = step.output["queries"]  # type: ignore[index]
+        asked = step.output_as(SearchQueries).queries
         queries = clean_queries(asked, max_queries)
         if len(queries) < len(asked):
             step.meta["queries_dropped"] = len(asked) - len(queries)
@@ -149,9 +155,10 @@ def build(
         if not step.ok:
             return failed(step)
         known = {f["id"] for f in facts}
-        cited = list(dict.fromkeys(step.output["citations"]))  # type: ignore[index]
+        output = step.output_as(Response)
+        cited = list(dict.fromkeys(output.citations))
         response = {
-            "answer": step.output["answer"],  # type: ignore[index]
+            "answer": output.answer,
             "citations": [c for c in cited if c in known],
             "dropped_citations": [c for c in cited if c not in known],
         }
