@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict
+
 #: Section headers of each SMART role's segment in the exported transcripts (the chat message ``name``).
 HEADERS = {
     "intent_reconstructor": "Intent Reconstructor",
@@ -27,6 +29,15 @@ HEADERS = {
 RETRIEVER_HEADER = "Knowledge Retriever"
 #: Header of the answer turn: the generation prompt of QA evaluation in the SMART layout.
 RESPONDER_HEADER = HEADERS["response_generator"]
+
+
+class Document(BaseModel):
+    """A passage as a graph's result shows it: id, title, text (typed reading of results)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    title: str
+    text: str
 
 
 class PassageShapeError(ValueError):

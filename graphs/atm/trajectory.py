@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from graphs.atm.seed import example_passage
 from graphs.smart.exports import exact_match
 from roles.atm import ATTACKER, GENERATOR, generator_inputs
-from synth.qa import gold_answers
+from synth.qa import Document, gold_answers
 from synth.retrieval import QueryHits
 
 
@@ -28,13 +28,6 @@ class AtmPassage(BaseModel):
     gold: bool
     hasanswer: bool
     source: str
-
-
-class Doc(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    title: str
-    text: str
 
 
 class Fabrication(BaseModel):
@@ -58,7 +51,7 @@ class AtmResult(BaseModel):
     gold_answer: str
     passages: list[AtmPassage]
     retrieval: list[QueryHits]
-    example: Doc
+    example: Document
     attacker_prompt: list[dict[str, str]]
     fabrications: list[Fabrication]
     gold_nll: float | None

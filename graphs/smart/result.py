@@ -8,21 +8,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from synth.qa import Document
 from synth.retrieval import QueryHits
-
-
-class PassageText(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: str
-    title: str
-    text: str
 
 
 class Fact(BaseModel):
     """One retrieved passage and the Fact Locator's verdict on it, after the span check."""
 
     model_config = ConfigDict(extra="forbid")
-    passage: PassageText
+    passage: Document
     queries: list[int]
     relevant: bool
     spans: list[str]
