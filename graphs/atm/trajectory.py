@@ -71,6 +71,19 @@ class AtmResult(BaseModel):
     candidates: dict[str, Any] | None = None
 
 
+class AtmScores(BaseModel):
+    """ATM's trajectory ``scores``, typed (``AtmScores.model_validate(trajectory.scores)``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    exact_match_clean: float
+    exact_match_attacked: float
+    fabrications: int
+    nll_max: float
+    nll_min: float
+    nll_margin: float
+    gold_nll: float | None
+
+
 def request_messages(step: Mapping[str, Any] | None) -> list[dict[str, str]]:
     """What a role was sent: its messages up to the first reply (a repair turn's are not included)."""
     out: list[dict[str, str]] = []

@@ -11,7 +11,7 @@ import pytest
 
 from graphs.atm.graph import GRAPH, NO_PASSAGES, build
 from graphs.atm.seed import AtmSeed, seed_passages
-from graphs.atm.trajectory import preference_pair
+from graphs.atm.trajectory import AtmScores, preference_pair
 from synth.errors import SynthError
 from synth.graph import ModelSet
 from synth.inputs import read_rows
@@ -63,6 +63,7 @@ def run_rows(
     for record in records.values():  # every result reads back through the graph's typed result model
         if record.status == "ok":
             record.result_as(GRAPH.result_model)
+            AtmScores.model_validate(record.scores)
     return records
 
 
