@@ -14,7 +14,7 @@ process; for each case every client runs back to back against it, ``--repeat`` r
   ``http_client=openai.DefaultAioHttpClient()`` (the transport synth uses).
 
 Cases: C = 64 / 128 / 32 at 200 ± 50 ms; C = 64 with 5 % of calls 10x slower (stragglers); C = 64 at zero
-latency (CPU bound: the per-call cost of each client); CoEvol (``graphs/coevol.py``, ~24 calls per row
+latency (CPU bound: the per-call cost of each client); CoEvol (``graphs/coevol/graph.py``, ~24 calls per row
 with the scripted judge of ``tests/coevol_script.py``) at C = 64, compared in calls/s.
 Reported (medians over rounds): calls/s (= rows/s for the one-role graph), its fraction of the limit
 ``C / mean latency``, the ratio to the naive client (taken within a round), and CPU ms per call (process

@@ -1,1 +1,2 @@
-"""Built-in role graphs. Each module defines one ``GRAPH`` (a :class:`synth.graph.SynthGraph`)."""
+"""Built-in role graphs, one package each: ``graphs/NAME/`` holds the graph (``graph.py``, its ``GRAPH``),
+its result model, exports and report section side by side; its roles are ``roles/NAME.py``."""

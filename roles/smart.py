@@ -13,16 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from roles.common import template
 from synth.role import Role
 
-#: Section headers of each role's segment in the exported transcripts (the chat message ``name``).
-HEADERS = {
-    "intent_reconstructor": "Intent Reconstructor",
-    "fact_locator": "Fact Locator",
-    "response_generator": "Response Generator",
-}
-#: Header of the retrieved-passage turns (not trained on: they are ``tool`` messages, not assistant).
-RETRIEVER_HEADER = "Knowledge Retriever"
-
-
 #: Upper bounds in the schemas: constrained decoders (the embedded model, vLLM) stop there instead of
 #: repeating items until max_tokens. The graph's ``max_queries`` option may only lower MAX_QUERIES.
 MAX_QUERIES = 5

@@ -7,7 +7,11 @@ lazily: it is heavy, and a graph module is imported by every ``synth`` command.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from synth.graph import ExportFormat
+from synth.trajectory import Trajectory
 
 
 def message_list() -> Any:
@@ -67,3 +71,22 @@ def user_turn(instruction: str, input_text: str = "") -> dict[str, str]:
 
 def assistant_turn(content: str) -> dict[str, str]:
     return {"role": "assistant", "content": content}
+
+
+def sft_export(
+    prompt: Callable[[dict[str, Any]], str],
+    response: Callable[[dict[str, Any]], str],
+    *,
+    when: Callable[[dict[str, Any]], bool] | None = None,
+    description: str = "prompt -> response",
+) -> ExportFormat:
+    """An ``sft`` format: per trajectory whose result passes ``when``, one user turn ``prompt(result)``
+    and one assistant turn ``response(result)`` (the Python form of a YAML graph's ``exports.sft``)."""
+
+    def rows(trajectory: Trajectory) -> Iterable[dict[str, Any]]:
+        result = trajectory.result
+        if when is None or when(result):
+            turns = [user_turn(prompt(result)), assistant_turn(response(result))]
+            yield {"id": trajectory.id, "messages": turns}
+
+    return ExportFormat("sft", description, rows, sft_features)

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from importlib.metadata import entry_points
 
 from synth.errors import SynthError
 from synth.graph import SynthGraph
 
-#: Built-in graphs, also declared as entry points in pyproject.toml; listed here so a source checkout
-#: that is not pip-installed still finds them.
-BUILTIN = {"atm": "graphs.atm:GRAPH", "coevol": "graphs.coevol:GRAPH", "smart": "graphs.smart:GRAPH"}
+
+def builtin() -> dict[str, str]:
+    """The built-in graphs: each package ``graphs/NAME/`` exports its ``GRAPH``. They are also entry points
+    in pyproject.toml; found here too so a source checkout that is not pip-installed lists them."""
+    try:
+        import graphs
+    except ImportError:  # installed without the built-in graphs
+        return {}
+    packages = sorted(m.name for m in pkgutil.iter_modules(graphs.__path__) if m.ispkg)
+    return {name: f"graphs.{name}:GRAPH" for name in packages}
+
+
+#: Built-in graph name -> ``graphs.NAME:GRAPH`` (listing folders imports no graph).
+BUILTIN = builtin()
 
 
 def available() -> dict[str, str]:

@@ -21,7 +21,8 @@ from typing import Any
 import jinja2
 from autogen_agentchat.agents import AssistantAgent
 from autogen_agentchat.messages import StructuredMessage, TextMessage
-from pydantic import BaseModel, ConfigDict, field_validator
+from jinja2 import meta
+from pydantic import BaseModel, ConfigDict, create_model, field_validator
 
 from synth.errors import SynthError
 from synth.models.budget import timeout_text
@@ -39,6 +40,20 @@ def _compiled(source: str) -> jinja2.Template:
 
 class TemplateError(SynthError):
     """A role template failed to render (unknown variable, syntax error)."""
+
+
+class Output(BaseModel):
+    """Base of a role's structured output: unknown fields are refused, so the JSON schema the backend
+    gets is strict (``additionalProperties: false``) and a reply with extra keys gets a repair turn."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def output_model(name: str, **fields: Any) -> type[Output]:
+    """An :class:`Output` model named ``name`` with these required fields (``answer=str``): the same model
+    and JSON schema as the class written out, in one line."""
+    declared: dict[str, Any] = {field: (kind, ...) for field, kind in fields.items()}
+    return create_model(name, __base__=Output, **declared)
 
 
 class Role(BaseModel):
@@ -66,6 +81,14 @@ class Role(BaseModel):
     def with_(self, **changes: Any) -> Role:
         """A modified copy (validated like a new Role)."""
         return Role.model_validate({**self.__dict__, **changes})
+
+    @cached_property
+    def variables(self) -> tuple[str, ...]:
+        """The names the templates read (sorted): what :func:`synth.graph.role_node` takes from state."""
+        names: set[str] = set()
+        for source in (self.instructions, self.prompt):
+            names |= meta.find_undeclared_variables(_JINJA.parse(source))
+        return tuple(sorted(names))
 
     @cached_property
     def template_hash(self) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Status = Literal["ok", "failed", "filtered"]
+M = TypeVar("M", bound=BaseModel)
 
 
 class Usage(BaseModel):
@@ -75,6 +76,14 @@ class Step(BaseModel):
         """The JSON-native form stored in graph state."""
         return self.model_dump(mode="json")
 
+    def output_as(self, model: type[M]) -> M:
+        """The structured output as the role's pydantic ``model`` (typed access, no ``# type: ignore``).
+
+        Only for a step that succeeded: a failed step has no output, which is a :class:`ValueError` here."""
+        if self.output is None:
+            raise ValueError(f"step of role '{self.role}' (node '{self.node}') has no output: {self.error}")
+        return model.model_validate(self.output)
+
 
 class Provenance(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -107,6 +116,10 @@ class Trajectory(BaseModel):
     filter_reason: str | None = None
     provenance: Provenance | None = None
     usage: Usage = Field(default_factory=Usage)
+
+    def result_as(self, model: type[M]) -> M:
+        """The graph's ``result`` as its result model (``SynthGraph.result_model``), validated."""
+        return model.model_validate(self.result)
 
 
 def utc_now() -> str:

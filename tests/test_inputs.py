@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from graphs.coevol import CoEvolSeed
+from graphs.coevol.graph import CoEvolSeed
 from synth.errors import InputError
 from synth.inputs import count_rows, read_rows
 

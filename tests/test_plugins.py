@@ -18,51 +18,20 @@ from typing import Any
 from synth.store import RunStore
 
 PLUGIN = """
-from typing import Any
-from langgraph.graph import END, START, StateGraph
-from pydantic import BaseModel, ConfigDict
-from synth.graph import BaseState, ModelSet, SynthGraph, failed
+from synth.graph import BaseState, SynthGraph, chain, result_from, role_node, seed_fields
+from synth.role import Role, output_model
 
-
-class Seed(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    word: str
-
-
-class Loud(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    shout: str
-
-
-from synth.role import Role
-
-SHOUTER = Role(name="shouter", instructions="You shout.", prompt="Shout {{ word }}.", output=Loud)
+SHOUTER = Role(name="shouter", instructions="You shout.", prompt="Shout {{ word }}.",
+               output=output_model("Loud", shout=str))
 
 
 class State(BaseState, total=False):
     shout: str
-    error: str
-    stop_reason: str
-
-
-def build(models: ModelSet) -> Any:
-    async def shout(state: State) -> dict[str, Any]:
-        step = await SHOUTER.run(models.for_role("shouter"), word=state["seed"]["word"])
-        if not step.ok:
-            return failed(step)
-        return {"steps": [step.as_state()], "shout": step.output["shout"]}
-
-    graph = StateGraph(State)
-    graph.add_node("shout", shout)
-    graph.add_edge(START, "shout")
-    graph.add_edge("shout", END)
-    return graph.compile()
 
 
 GRAPH = SynthGraph(
-    name="shout", description="A plugin graph that shouts.", version="1", seed_model=Seed,
-    roles=(SHOUTER,), build=build, to_trajectory=lambda state: {"result": {"shout": state["shout"]}},
-    exports={},
+    name="shout", description="A plugin graph that shouts.", seed_model=seed_fields("word"), roles=(SHOUTER,),
+    build=lambda m: chain(State, {"shout": role_node(SHOUTER, m)}), to_trajectory=result_from("shout"),
 )
 """
 

@@ -403,3 +403,38 @@ def test_counters_stop_adding_distinct_keys_at_their_cap() -> None:
     for key in ["a", "b", "a", "c", "d", "e", "a"]:
         counter.add(key)
     assert counter == {"a": 3, "b": 1, "c": 1, "(other)": 2}
+
+
+GRAPH_WITH_SECTION = '''
+from synth.graph import SynthGraph, result_from, seed_fields
+from synth.report import Distribution, SectionView
+
+
+class Lengths:
+    def __init__(self, context):
+        self.lengths = Distribution()
+
+    def add(self, record):
+        self.lengths.add(len(record.seed["question"]))
+
+    def view(self, charts):
+        return SectionView(title="Declared", facts=[("longest question", self.lengths.high)])
+
+
+GRAPH = SynthGraph(name="declared", description="", seed_model=seed_fields("question"), roles=(),
+                   build=lambda models: None, to_trajectory=result_from("x"), report_section=Lengths)
+'''
+
+
+def test_a_graph_declares_its_own_section(tmp_path: Path) -> None:
+    graph_file = tmp_path / "declared.py"
+    graph_file.write_text(GRAPH_WITH_SECTION)
+    records = [atm_record(i, clean=True, attacked=True) for i in range(3)]
+    folder = tmp_path / "run"
+    store = RunStore(folder)
+    store.write_config({"graph": f"{graph_file}:GRAPH", "graph_version": "1", "options": {}}, "fp")
+    store.write(records)
+    store.close()
+    html = write_report(folder).index.read_text()
+    assert facts(html, "declared") == {"longest question": "2.0"}
+    assert 'id="atm"' not in html  # the section comes from the run's graph, not from a name list

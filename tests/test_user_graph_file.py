@@ -36,8 +36,6 @@ WRITER = Role(name="writer", instructions="You write slogans.", prompt="A slogan
 
 class State(BaseState, total=False):
     slogan: str
-    error: str
-    stop_reason: str
 
 
 def build(models: ModelSet) -> Any:

@@ -101,19 +101,20 @@ def synthesize(
 
 def run_stats(run: Path) -> dict[str, Any]:
     """Row counts and mean ATM scores of a run: how misleading the attacker is, how robust the generator."""
+    from graphs.atm.trajectory import AtmScores
     from synth.store import RunStore
 
     store = RunStore(run)
     try:
         counts = dict(store.counts())
-        scores = [r.scores for r in store.iter_records("ok")]
+        scores = [AtmScores.model_validate(r.scores) for r in store.iter_records("ok")]
     finally:
         store.close()
-    means = {
-        key: round(sum(float(s[key]) for s in scores) / len(scores), 4)
-        for key in ("nll_max", "nll_min", "gold_nll", "exact_match_clean", "exact_match_attacked")
-        if scores and all(s.get(key) is not None for s in scores)
-    }
+    means = {}
+    for key in ("nll_max", "nll_min", "gold_nll", "exact_match_clean", "exact_match_attacked"):
+        values = [getattr(s, key) for s in scores]
+        if values and all(v is not None for v in values):
+            means[key] = round(sum(float(v) for v in values) / len(values), 4)
     return {"rows": counts, "mean": means}
 
 

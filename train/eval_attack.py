@@ -2,7 +2,7 @@
 
 Every question is answered twice by the same model: on its **clean** context (the row's passages) and on
 its **attacked** context (the clean passages perturbed, with the attacker's fabrications inserted), both
-exactly as the ATM graph built them (``graphs/atm.py``). The attack source is
+exactly as the ATM graph built them (``graphs/atm/graph.py``). The attack source is
 
 * an ATM run folder (``synth run atm ...``): its ok trajectories give the question, every gold answer, the
   clean passages and the attacked context, which are rendered in any ``--style`` (``atm``, the default, is
@@ -46,7 +46,8 @@ def load_attack(source: Path, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 def _from_run(folder: Path) -> list[dict[str, Any]]:
-    from graphs.atm_seed import doc
+    from graphs.atm.seed import doc
+    from graphs.atm.trajectory import AtmResult
     from synth.store import RunStore
 
     store = RunStore(folder)
@@ -59,16 +60,16 @@ def _from_run(folder: Path) -> list[dict[str, Any]]:
             )
         rows = []
         for record in store.iter_records():
-            result = record.result or {}
-            if record.status != "ok" or not result.get("attacked_context"):
+            if record.status != "ok" or not record.result.get("attacked_context"):
                 continue
+            result = record.result_as(AtmResult)
             rows.append(
                 {
                     "id": record.id,
-                    "question": result["question"],
-                    "answers": list(result["answers"]),
-                    "clean": [doc(p) for p in result["passages"]],
-                    "attacked": [doc(d) for d in result["attacked_context"]],
+                    "question": result.question,
+                    "answers": list(result.answers),
+                    "clean": [doc(p.model_dump()) for p in result.passages],
+                    "attacked": [doc(d) for d in result.attacked_context],
                 }
             )
         return rows

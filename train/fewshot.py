@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from synth.qa import RESPONDER_HEADER
 from train.errors import TrainError
 from train.heldout import overlaps
-from train.qa import RESPONDER_HEADER, Style, build_messages, load_qa
+from train.qa import Style, build_messages, load_qa
 
 
 def select_examples(

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from synth import metrics
+from synth.qa import RESPONDER_HEADER, RETRIEVER_HEADER, PassageShapeError, passage_text, row_passages
 from train.errors import TrainError
 
 Style = Literal["plain", "smart", "atm"]
-RETRIEVER_HEADER = "Knowledge Retriever"
-RESPONDER_HEADER = "Response Generator"
 
 
 # -- metrics ---------------------------------------------------------------------------------------------
@@ -96,24 +95,16 @@ def answer_complete(text: str) -> bool:
 
 # -- data ------------------------------------------------------------------------------------------------
 def _passages(row: dict[str, Any], where: str) -> list[dict[str, str]]:
+    """The row's passages (:func:`synth.qa.row_passages`) numbered from 1 unless they carry an id."""
+    try:
+        found = row_passages(row, where=where)
+    except PassageShapeError as exc:
+        raise TrainError(str(exc)) from None
     out: list[dict[str, str]] = []
-    passage = row.get("passage")
-    if isinstance(passage, str) and passage.strip():
-        out.append({"id": "1", "title": str(row.get("title") or ""), "text": passage})
-    elif isinstance(passage, dict) and isinstance(passage.get("text"), str) and passage["text"].strip():
-        title = passage.get("title") or row.get("title") or ""
-        out.append({"id": str(passage.get("id", 1)), "title": str(title), "text": passage["text"]})
-    elif passage is not None and not isinstance(passage, str):
-        raise TrainError(f"{where}: 'passage' must be a string or an object with 'text'")
-    for i, ctx in enumerate(row.get("ctxs") or [], len(out) + 1):
-        if isinstance(ctx, str):
-            out.append({"id": str(i), "title": "", "text": ctx})
-        elif isinstance(ctx, dict) and ctx.get("text"):
-            out.append(
-                {"id": str(ctx.get("id", i)), "title": str(ctx.get("title") or ""), "text": str(ctx["text"])}
-            )
-        else:
-            raise TrainError(f"{where}: ctxs[{i - 1}] must be a string or an object with 'text'")
+    for number, passage in enumerate(found, 1):
+        pid = passage.id if passage.is_object and passage.id is not None else str(number)
+        title = passage.title or (str(row.get("title") or "") if passage.field == "passage" else "")
+        out.append({"id": pid, "title": title, "text": passage.text})
     return out
 
 
@@ -157,12 +148,6 @@ def load_qa(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 # -- prompts ---------------------------------------------------------------------------------------------
-def passage_text(passage: dict[str, str]) -> str:
-    """``[id] title`` then the text: how SMART exports show a retrieved passage."""
-    head = f"[{passage['id']}] {passage['title']}" if passage.get("title") else f"[{passage['id']}]"
-    return f"{head}\n{passage['text']}"
-
-
 def build_messages(
     question: str, passages: Sequence[dict[str, str]], style: Style
 ) -> tuple[list[dict[str, Any]], str | None]:

@@ -19,6 +19,7 @@ from synth.retrieval.indexes import (
     Hit,
     Retriever,
 )
+from synth.retrieval.step import QueryHits, RankedHit, retrieve_passages
 from synth.retrieval.store import (
     build_index,
     cache_root,
@@ -36,6 +37,8 @@ __all__ = [
     "DenseRetriever",
     "Hit",
     "Passage",
+    "QueryHits",
+    "RankedHit",
     "Retriever",
     "build_index",
     "cache_root",
@@ -44,5 +47,6 @@ __all__ = [
     "load_corpus",
     "load_index",
     "open_index",
+    "retrieve_passages",
     "save_index",
 ]

@@ -35,27 +35,11 @@ def _extend(old: dict[str, list[Any]] | None, new: dict[str, list[Any]] | None) 
     return out
 
 
-def _count(old: dict[str, int] | None, new: dict[str, int] | None) -> dict[str, int]:
-    out = dict(old or {})
-    for key, value in (new or {}).items():
-        out[key] = out.get(key, 0) + value
-    return out
-
-
-def _first(old: str | None, new: str | None) -> str | None:
-    """The first non-empty value wins (parallel branches may both fail). None when there is none: the
-    runner treats any non-None ``error`` as a failed row."""
-    return old or new or None
-
-
 class SpecState(BaseState, total=False):
     outputs: Annotated[dict[str, Any], _merge]
     history: Annotated[dict[str, list[Any]], _extend]
-    visits: Annotated[dict[str, int], _count]
     fanout: Annotated[dict[str, list[Any]], _extend]
     next: Annotated[dict[str, str], _merge]
-    error: Annotated[str | None, _first]
-    stop_reason: Annotated[str | None, _first]
 
 
 def _target(name: str) -> str:

@@ -20,11 +20,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
-from synth.graph import BaseState, ModelSet, SynthGraph, failed, unless_stopped
-from synth.role import Role
+from synth.graph import BaseState, ModelSet, SynthGraph, chain, failed
+from synth.role import Output, Role
 from synth.testing.replies import last_user_text, system_text
 
 
@@ -33,8 +32,7 @@ class TextSeed(BaseModel):
     text: str = Field(min_length=1)
 
 
-class Answer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Answer(Output):
     answer: str
 
 
@@ -57,8 +55,6 @@ CHAIN_ROLES = (
 
 class TextState(BaseState, total=False):
     text: str
-    stop_reason: str
-    error: str
 
 
 def _node(roles: tuple[Role, ...], models: ModelSet) -> Any:
@@ -72,21 +68,10 @@ def _node(roles: tuple[Role, ...], models: ModelSet) -> Any:
             if not step.ok:
                 return {**failed(step), "steps": [*steps, step.as_state()]}
             steps.append(step.as_state())
-            text = step.output["answer"]  # type: ignore[index]
+            text = step.output_as(Answer).answer
         return {"steps": steps, "text": text}
 
     return node
-
-
-def _linear(nodes: dict[str, tuple[Role, ...]], models: ModelSet) -> Any:
-    graph = StateGraph(TextState)
-    names = list(nodes)
-    for name, roles in nodes.items():
-        graph.add_node(name, _node(roles, models))
-    graph.add_edge(START, names[0])
-    for here, there in zip(names, [*names[1:], END], strict=True):
-        graph.add_conditional_edges(here, unless_stopped(there, END), list(dict.fromkeys([there, END])))
-    return graph.compile()
 
 
 def _to_trajectory(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,7 +84,7 @@ ECHO = SynthGraph(
     version="1",
     seed_model=TextSeed,
     roles=(ECHO_ROLE,),
-    build=lambda models, **_: _linear({"echo": (ECHO_ROLE,)}, models),
+    build=lambda models: chain(TextState, {"echo": _node((ECHO_ROLE,), models)}),
     to_trajectory=_to_trajectory,
     exports={},
 )
@@ -110,7 +95,9 @@ CHAIN = SynthGraph(
     version="1",
     seed_model=TextSeed,
     roles=CHAIN_ROLES,
-    build=lambda models, **_: _linear({"draft": CHAIN_ROLES[:1], "review": CHAIN_ROLES[1:]}, models),
+    build=lambda models: chain(
+        TextState, {"draft": _node(CHAIN_ROLES[:1], models), "review": _node(CHAIN_ROLES[1:], models)}
+    ),
     to_trajectory=_to_trajectory,
     exports={},
 )

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from graphs.atm import GRAPH, NO_PASSAGES, build
-from graphs.atm_seed import AtmSeed, seed_passages
-from graphs.atm_trajectory import preference_pair
+from graphs.atm.graph import GRAPH, NO_PASSAGES, build
+from graphs.atm.seed import AtmSeed, seed_passages
+from graphs.atm.trajectory import AtmScores, preference_pair
 from synth.errors import SynthError
 from synth.graph import ModelSet
 from synth.inputs import read_rows
@@ -60,6 +60,10 @@ def run_rows(
     store = RunStore(tmp_path / "run")
     records = {r.seed["question"]: r for r in store.iter_records()}
     store.close()
+    for record in records.values():  # every result reads back through the graph's typed result model
+        if record.status == "ok":
+            record.result_as(GRAPH.result_model)
+            AtmScores.model_validate(record.scores)
     return records
 
 

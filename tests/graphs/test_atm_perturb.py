@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from graphs.atm_perturb import Ratios, insert_at_random, perturb, row_rng
+from graphs.atm.perturb import Ratios, insert_at_random, perturb, row_rng
 
 ratio = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 

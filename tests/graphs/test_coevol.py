@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from graphs.coevol import merge_judge_scores
+from graphs.coevol.graph import GRAPH, merge_judge_scores
 from synth.session import RunRequest, run_session
 from synth.store import RunStore
 from tests.coevol_script import coevol_responder
@@ -32,6 +32,9 @@ def run_rows(tmp_path: Path, server: Any, rows: list[dict[str, Any]], **options:
     store = RunStore(tmp_path / "run")
     records = {r.seed["instruction"]: r for r in store.iter_records()}
     store.close()
+    for record in records.values():  # every result reads back through the graph's typed result model
+        if record.status == "ok":
+            record.result_as(GRAPH.result_model)
     return records
 
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from graphs.smart import GRAPH, SmartSeed, build, span_in_passage
-from graphs.smart_exports import exact_match_reward
+from graphs.smart.exports import exact_match_reward
+from graphs.smart.graph import GRAPH, SmartSeed, build, span_in_passage
 from synth.graph import ModelSet
 from synth.inputs import read_rows
 from synth.metrics import exact_match, normalize_answer
@@ -70,6 +70,9 @@ def run_rows(
     store = RunStore(tmp_path / "run")
     records = {str(r.seed.get("question") or r.seed.get("instruction")): r for r in store.iter_records()}
     store.close()
+    for record in records.values():  # every result reads back through the graph's typed result model
+        if record.status == "ok":
+            record.result_as(GRAPH.result_model)
     return records
 
 

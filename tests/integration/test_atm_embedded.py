@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from graphs.atm import generator_messages
+from graphs.atm.graph import generator_messages
 from roles.atm import Fabrication
 from synth.models.base import ScoreRequest
 from synth.models.local import LocalChatCompletionClient

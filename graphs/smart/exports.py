@@ -18,10 +18,10 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from roles.smart import HEADERS, RETRIEVER_HEADER
 from synth.formats import user_turn
 from synth.graph import ExportFormat
 from synth.metrics import exact_match
+from synth.qa import HEADERS, RETRIEVER_HEADER, passage_text
 from synth.reuse import Candidate, Candidates, standard_exports
 from synth.trajectory import Trajectory
 
@@ -51,12 +51,6 @@ def _json(value: Any) -> str:
 
 def _agent(role: str, content: Any) -> dict[str, Any]:
     return {"role": "assistant", "name": HEADERS[role], "content": _json(content)}
-
-
-def passage_text(passage: dict[str, Any]) -> str:
-    """How a retrieved passage reads in a transcript (the Fact Locator's prompt shows the same fields)."""
-    head = f"[{passage['id']}] {passage['title']}" if passage.get("title") else f"[{passage['id']}]"
-    return f"{head}\n{passage['text']}"
 
 
 def long_messages(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -188,7 +182,7 @@ EXPORTS = {
     ),
     "rl": ExportFormat(
         "rl",
-        "prompt + gold answers for an exact-match reward (graphs.smart_exports.exact_match_reward)",
+        "prompt + gold answers for an exact-match reward (graphs.smart.exports.exact_match_reward)",
         rl_rows,
         rl_features,
         empty_reason="no ok trajectory has gold answers (seed field 'answers')",

@@ -1,6 +1,6 @@
 """ATM's export formats: attacker preference pairs, MITO records, and the generator's SFT mix.
 
-Built from ``trajectory.result`` (see ``graphs.atm_trajectory``), never by re-rendering templates:
+Built from ``trajectory.result`` (see ``graphs.atm.trajectory``), never by re-rendering templates:
 
 * ``atm-dpo``: the standard conversational DPO columns. ``prompt`` is the attacker's prompt exactly as it
   was sent (system + user), ``chosen`` the most misleading fabrication (highest generator NLL of the gold

@@ -23,7 +23,6 @@ environment-based filter signal. The index is opened once per ``build()``, from 
 from __future__ import annotations
 
 import operator
-import time
 import unicodedata
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -32,11 +31,21 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from graphs.smart_exports import EXPORTS, exact_match
-from roles.smart import FACT_LOCATOR, INTENT_RECONSTRUCTOR, MAX_QUERIES, RESPONSE_GENERATOR, ROLES
+from graphs.smart.exports import EXPORTS, exact_match
+from graphs.smart.result import SmartResult
+from roles.smart import (
+    FACT_LOCATOR,
+    INTENT_RECONSTRUCTOR,
+    MAX_QUERIES,
+    RESPONSE_GENERATOR,
+    ROLES,
+    Response,
+    SearchQueries,
+)
 from synth.graph import BaseState, ModelSet, SynthGraph, failed, unless_stopped
-from synth.retrieval import CorpusError, Retriever, open_index
-from synth.trajectory import Step, Usage
+from synth.qa import gold_answers
+from synth.retrieval import CorpusError, open_index, retrieve_passages
+from synth.trajectory import Step
 
 NO_CORPUS = (
     "graph 'smart' needs a corpus to retrieve from: pass --corpus PATH to `synth run` (or -O corpus=PATH); "
@@ -73,19 +82,11 @@ class SmartState(BaseState, total=False):
     located: Annotated[list[dict[str, Any]], operator.add]
     branch: str
     response: dict[str, Any]
-    stop_reason: str
-    error: str
 
 
 def instruction_of(seed: Mapping[str, Any]) -> str:
     text = str(seed.get("question") or seed.get("instruction") or "")
     return f"{text}\n\n{seed['input']}" if seed.get("input") else text
-
-
-def gold_of(seed: Mapping[str, Any]) -> list[str]:
-    answers = seed.get("answers") or []
-    answers = [answers] if isinstance(answers, str) else answers
-    return [a.strip() for a in answers if isinstance(a, str) and a.strip()]
 
 
 def build(
@@ -115,7 +116,7 @@ def build(
         )
         if not step.ok:
             return failed(step)
-        asked: list[str] = step.output["queries"]  # type: ignore[index]
+        asked = step.output_as(SearchQueries).queries
         queries = clean_queries(asked, max_queries)
         if len(queries) < len(asked):
             step.meta["queries_dropped"] = len(asked) - len(queries)
@@ -134,7 +135,7 @@ def build(
             node="locate",
             instruction=instruction_of(seed),
             passage={k: passage[k] for k in ("id", "title", "text")},
-            answers=gold_of(seed),
+            answers=gold_answers(seed),
         )
         step.meta["passage_id"] = passage["id"]
         return {"steps": [step.as_state()], "located": [verdict(step, passage, payload["index"])]}
@@ -154,9 +155,10 @@ def build(
         if not step.ok:
             return failed(step)
         known = {f["id"] for f in facts}
-        cited = list(dict.fromkeys(step.output["citations"]))  # type: ignore[index]
+        output = step.output_as(Response)
+        cited = list(dict.fromkeys(output.citations))
         response = {
-            "answer": step.output["answer"],  # type: ignore[index]
+            "answer": output.answer,
             "citations": [c for c in cited if c in known],
             "dropped_citations": [c for c in cited if c not in known],
         }
@@ -205,33 +207,6 @@ def clean_queries(queries: list[str], limit: int) -> list[str]:
         if text and text.lower() not in seen:
             seen[text.lower()] = text
     return list(seen.values())[:limit]
-
-
-async def retrieve_passages(index: Retriever, queries: list[str], top_k: int) -> dict[str, Any]:
-    """Search every query; dedupe passages across queries. Recorded as a model-free retriever step."""
-    started = time.perf_counter()
-    results = await index.asearch_many(queries, top_k)
-    passages: dict[str, dict[str, Any]] = {}
-    retrieval = []
-    for number, (query, hits) in enumerate(zip(queries, results, strict=True)):
-        retrieval.append(
-            {"query": query, "hits": [{"id": h.passage.id, "score": h.score, "rank": h.rank} for h in hits]}
-        )
-        for hit in hits:
-            entry = passages.setdefault(hit.passage.id, {**hit.passage.as_dict(), "queries": []})
-            entry["queries"].append(number)
-    latency = time.perf_counter() - started
-    step = Step(
-        role="knowledge_retriever",
-        node="retrieve",
-        inputs={"queries": queries, "top_k": top_k},
-        output={"retrieval": retrieval},
-        model=f"{index.kind}:{index.source}",
-        latency_s=latency,
-        usage=Usage(latency_s=latency),
-        meta={"passages": len(passages)},
-    )
-    return {"steps": [step.as_state()], "retrieval": retrieval, "passages": list(passages.values())}
 
 
 def _normalise(text: str) -> str:
@@ -290,7 +265,7 @@ def relevant_facts(state: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def to_trajectory(state: Mapping[str, Any]) -> dict[str, Any]:
     seed = state["seed"]
-    golds = gold_of(seed)
+    golds = gold_answers(seed)
     by_index = {v["index"]: v for v in state.get("located", [])}
     facts = []
     for index, passage in enumerate(state.get("passages", [])):
@@ -341,11 +316,6 @@ GRAPH = SynthGraph(
     build=build,
     to_trajectory=to_trajectory,
     exports=EXPORTS,
-    default_options={
-        "corpus": None,
-        "top_k": 3,
-        "retriever": "bm25",
-        "max_queries": 3,
-        "embedding_model": None,
-    },
+    result_model=SmartResult,
+    report_section="graphs.smart.report:SmartSection",
 )

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from synth.metrics import has_answer
+from synth.qa import row_passages
 
 
 class Ctx(BaseModel):
@@ -53,28 +54,20 @@ class AtmSeed(BaseModel):
         return value
 
 
-def gold_answers(seed: Mapping[str, Any]) -> list[str]:
-    answers = seed.get("answers") or []
-    answers = [answers] if isinstance(answers, str) else answers
-    return [a.strip() for a in answers if isinstance(a, str) and a.strip()]
-
-
 def seed_passages(seed: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The seed's own passages; gold unless ``ctxs`` carry ``hasanswer`` flags (then only the flagged)."""
-    found: list[dict[str, Any]] = []
-    passage = seed.get("passage")
-    if isinstance(passage, str) and passage.strip():
-        found.append(_passage(seed.get("passage_id") or "seed-0", seed.get("title") or "", passage, True))
-    elif isinstance(passage, Mapping) and str(passage.get("text") or "").strip():
-        found.append(
-            _passage(passage.get("id") or "seed-0", passage.get("title") or "", passage["text"], True)
+    """The seed's own passages (:func:`synth.qa.row_passages`); gold unless ``ctxs`` carry ``hasanswer``
+    flags (then only the flagged)."""
+    found = row_passages(seed)
+    flagged = any(p.hasanswer is not None for p in found if p.field == "ctxs")
+    return [
+        _passage(
+            p.id or ("seed-0" if p.field == "passage" else f"ctx-{p.number}"),
+            p.title,
+            p.text,
+            bool(p.hasanswer) if flagged and p.field == "ctxs" else True,
         )
-    ctxs = [c for c in seed.get("ctxs") or [] if isinstance(c, Mapping) and str(c.get("text") or "").strip()]
-    flagged = any("hasanswer" in c for c in ctxs)
-    for number, ctx in enumerate(ctxs):
-        gold = bool(ctx.get("hasanswer")) if flagged else True
-        found.append(_passage(ctx.get("id") or f"ctx-{number}", ctx.get("title") or "", ctx["text"], gold))
-    return found
+        for p in found
+    ]
 
 
 def mark_gold(passages: list[dict[str, Any]], answers: Sequence[str]) -> None:

@@ -1,7 +1,7 @@
 """ATM's section: the generator's exact match on the clean vs the attacked context, fabrication NLLs and
 attacker preference pairs.
 
-Fields as graphs/atm_trajectory.py writes them, read defensively (ATM is young and its records may
+Fields as graphs/atm/trajectory.py writes them, read defensively (ATM is young and its records may
 change): each value is the first of its dotted paths (``scores.x`` / ``result.x``) that holds one, and a
 value of the wrong type is skipped, never an error. A renamed field is one edit in :data:`FIELDS`.
 Rows with neither flag nor fabrications are skipped; a run with none shows no ATM section at all.

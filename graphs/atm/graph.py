@@ -37,24 +37,23 @@ from autogen_core.models import SystemMessage, UserMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from graphs.atm_exports import EXPORTS
-from graphs.atm_perturb import Ratios, insert_at_random, perturb, row_rng
-from graphs.atm_seed import (
+from graphs.atm.exports import EXPORTS
+from graphs.atm.perturb import Ratios, insert_at_random, perturb, row_rng
+from graphs.atm.seed import (
     AtmSeed,
     doc,
     example_passage,
-    gold_answers,
     mark_gold,
     merge_passages,
     seed_passages,
 )
-from graphs.atm_trajectory import to_trajectory
-from graphs.smart import retrieve_passages
+from graphs.atm.trajectory import AtmResult, to_trajectory
 from roles.atm import GENERATOR, ROLES, attacker_with, generator_inputs, short_answer
 from synth.errors import SynthError
 from synth.graph import BaseState, ModelSet, SynthGraph, unless_stopped
 from synth.models.base import ScoreRequest, SupportsLogprobs
-from synth.retrieval import open_index
+from synth.qa import gold_answers
+from synth.retrieval import open_index, retrieve_passages
 from synth.trajectory import Step, Usage
 
 NO_PASSAGES = (
@@ -73,8 +72,6 @@ class AtmState(BaseState, total=False):
     attacked_context: list[dict[str, Any]]
     perturbation: dict[str, Any]
     answers: Annotated[list[dict[str, Any]], operator.add]
-    stop_reason: str
-    error: str
 
 
 def scorer_of(models: ModelSet) -> Any:
@@ -280,19 +277,6 @@ GRAPH = SynthGraph(
     build=build,
     to_trajectory=to_trajectory,
     exports=EXPORTS,
-    default_options={
-        "corpus": None,
-        "top_k": 3,
-        "retriever": "bm25",
-        "embedding_model": None,
-        "n_fabrications": 3,
-        "temperature": 0.8,
-        "top_p": 0.95,
-        "inject": None,
-        "shuffle_ratio": 0.0,
-        "drop_ratio": 0.0,
-        "duplicate_ratio": 0.0,
-        "closed_book_ratio": 0.3,
-        "seed": 0,
-    },
+    result_model=AtmResult,
+    report_section="graphs.atm.report:AtmSection",
 )

@@ -1,7 +1,7 @@
 """CoEvol's section: rounds accepted per row, why the loop stopped, and what the judge said.
 
 Reads ``result.accepted_rounds``, ``result.stop_reason`` and ``result.rounds[].scores`` (``previous``,
-``new``, ``verdicts``, ``judge_error``) as graphs/coevol.py writes them; rows without them are skipped.
+``new``, ``verdicts``, ``judge_error``) as graphs/coevol/graph.py writes them; rows without them are skipped.
 """
 
 from __future__ import annotations

@@ -9,11 +9,79 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from graphs.atm_seed import example_passage, gold_answers
-from graphs.smart_exports import exact_match
+from pydantic import BaseModel, ConfigDict
+
+from graphs.atm.seed import example_passage
+from graphs.smart.exports import exact_match
 from roles.atm import ATTACKER, GENERATOR, generator_inputs
+from synth.qa import Document, gold_answers
+from synth.retrieval import QueryHits
+
+
+class AtmPassage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    title: str
+    text: str
+    gold: bool
+    hasanswer: bool
+    source: str
+
+
+class Fabrication(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sample: int
+    ok: bool
+    title: str
+    text: str
+    error: str | None
+    #: The generator's mean NLL of the gold answer given this document alone (None: not scored).
+    nll: float | None
+
+
+class AtmResult(BaseModel):
+    """ATM's trajectory ``result``, typed: what the exports, the report and ``train/`` read
+    (``trajectory.result_as(AtmResult)``); unknown keys are refused, so model and graph cannot drift."""
+
+    model_config = ConfigDict(extra="forbid")
+    question: str
+    answers: list[str]
+    gold_answer: str
+    passages: list[AtmPassage]
+    retrieval: list[QueryHits]
+    example: Document
+    attacker_prompt: list[dict[str, str]]
+    fabrications: list[Fabrication]
+    gold_nll: float | None
+    chosen: int | None
+    rejected: int | None
+    perturbation: dict[str, Any]
+    attacked_context: list[dict[str, Any]]
+    clean_prompt: list[dict[str, str]]
+    attacked_prompt: list[dict[str, str]]
+    closed_book_prompt: list[dict[str, str]]
+    clean_answer: str
+    attacked_answer: str
+    exact_match_clean: bool
+    exact_match_attacked: bool
+    sft_context: Literal["closed_book", "with_documents"]
+    #: The generator's answer under attack and the gold one, for synth.reuse (when it was prompted).
+    candidates: dict[str, Any] | None = None
+
+
+class AtmScores(BaseModel):
+    """ATM's trajectory ``scores``, typed (``AtmScores.model_validate(trajectory.scores)``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    exact_match_clean: float
+    exact_match_attacked: float
+    fabrications: int
+    nll_max: float
+    nll_min: float
+    nll_margin: float
+    gold_nll: float | None
 
 
 def request_messages(step: Mapping[str, Any] | None) -> list[dict[str, str]]:

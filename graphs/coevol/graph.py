@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from autogen_agentchat.messages import StructuredMessage
 from autogen_agentchat.teams import RoundRobinGroupChat
 from autogen_core.models import SystemMessage, UserMessage
-from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
-from graphs.coevol_exports import EXPORTS
+from graphs.coevol.exports import EXPORTS
+from graphs.coevol.result import CoEvolResult
 from roles.coevol import (
     ADVISOR,
     CRITICAL_DEBATER,
@@ -31,8 +31,9 @@ from roles.coevol import (
     RESPONDER,
     ROLES,
     VERDICTS,
+    Answer,
 )
-from synth.graph import BaseState, ModelSet, SynthGraph, failed, unless_stopped
+from synth.graph import BaseState, ModelSet, SynthGraph, chain, failed, role_node
 from synth.models.base import ScoreRequest, SupportsLogprobs
 from synth.recording import CallRecorder
 from synth.role import Role
@@ -57,8 +58,6 @@ class CoEvolState(BaseState, total=False):
     round: int
     accepted_rounds: int
     rounds: list[dict[str, Any]]
-    stop_reason: str
-    error: str
 
 
 def build(models: ModelSet, *, max_rounds: int = 3, judge_mode: str = "auto") -> Any:
@@ -71,18 +70,11 @@ def build(models: ModelSet, *, max_rounds: int = 3, judge_mode: str = "auto") ->
     async def respond(state: CoEvolState) -> dict[str, Any]:
         seed = state["seed"]
         if seed.get("output"):
-            return {"original": seed["output"], "response": seed["output"], "round": 1, "accepted_rounds": 0}
+            return _first_response(seed["output"])
         step = await RESPONDER.run(models.for_role(RESPONDER.name), **_task(seed))
         if not step.ok:
             return failed(step)
-        text = step.output["response"]  # type: ignore[index]
-        return {
-            "steps": [step.as_state()],
-            "original": text,
-            "response": text,
-            "round": 1,
-            "accepted_rounds": 0,
-        }
+        return {"steps": [step.as_state()], **_first_response(step.output_as(Answer).response)}
 
     async def debate(state: CoEvolState) -> dict[str, Any]:
         steps, turns, error_step = await _run_debate(models, state)
@@ -90,29 +82,15 @@ def build(models: ModelSet, *, max_rounds: int = 3, judge_mode: str = "auto") ->
             return {**failed(error_step, fatal=state["round"] == 1), "steps": [*steps, error_step.as_state()]}
         return {"steps": steps, "debate": turns}
 
-    async def advise(state: CoEvolState) -> dict[str, Any]:
-        step = await ADVISOR.run(
-            models.for_role(ADVISOR.name),
-            node="advise",
-            **_task(state["seed"]),
-            response=state["response"],
-            debate=state["debate"],
-        )
-        if not step.ok:
-            return failed(step, fatal=state["round"] == 1)
-        return {"steps": [step.as_state()], "suggestions": step.output["suggestions"]}  # type: ignore[index]
+    def revising(key: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+        """The inputs of the advisor (``debate``) and the editor (``suggestions``)."""
+        return lambda state: {**_task(state["seed"]), "response": state["response"], key: state[key]}
 
-    async def edit(state: CoEvolState) -> dict[str, Any]:
-        step = await EDITOR.run(
-            models.for_role(EDITOR.name),
-            node="edit",
-            **_task(state["seed"]),
-            response=state["response"],
-            suggestions=state["suggestions"],
-        )
-        if not step.ok:
-            return failed(step, fatal=state["round"] == 1)
-        return {"steps": [step.as_state()], "candidate": step.output["response"]}  # type: ignore[index]
+    first_round = lambda state: state["round"] == 1  # noqa: E731  a failure after round 1 keeps the row
+    advise = role_node(ADVISOR, models, lambda out, _: {"suggestions": out["suggestions"]},
+                       inputs=revising("debate"), node="advise", fatal=first_round)
+    edit = role_node(EDITOR, models, lambda out, _: {"candidate": out["response"]},
+                     inputs=revising("suggestions"), node="edit", fatal=first_round)  # fmt: skip
 
     async def judge(state: CoEvolState) -> dict[str, Any]:
         previous, new = state["response"], state["candidate"]
@@ -154,22 +132,8 @@ def build(models: ModelSet, *, max_rounds: int = 3, judge_mode: str = "auto") ->
         update["rounds"] = [*state.get("rounds", []), record]
         return update
 
-    graph = StateGraph(CoEvolState)
-    for name, node in [
-        ("respond", respond),
-        ("debate", debate),
-        ("advise", advise),
-        ("edit", edit),
-        ("judge", judge),
-    ]:
-        graph.add_node(name, node)
-    graph.add_edge(START, "respond")
-    graph.add_conditional_edges("respond", unless_stopped("debate", END), ["debate", END])
-    graph.add_conditional_edges("debate", unless_stopped("advise", END), ["advise", END])
-    graph.add_conditional_edges("advise", unless_stopped("edit", END), ["edit", END])
-    graph.add_conditional_edges("edit", unless_stopped("judge", END), ["judge", END])
-    graph.add_conditional_edges("judge", unless_stopped("debate", END), ["debate", END])
-    return graph.compile()
+    nodes = {"respond": respond, "debate": debate, "advise": advise, "edit": edit, "judge": judge}
+    return chain(CoEvolState, nodes, loop_from="debate")  # judge stops the loop (stop_reason)
 
 
 def merge_judge_scores(verdicts: list[str | None]) -> dict[str, Any]:
@@ -195,6 +159,10 @@ def merge_judge_scores(verdicts: list[str | None]) -> dict[str, Any]:
         "verdicts": verdicts,
         "judge_error": False,
     }
+
+
+def _first_response(text: str) -> dict[str, Any]:
+    return {"original": text, "response": text, "round": 1, "accepted_rounds": 0}
 
 
 def _task(seed: Mapping[str, Any]) -> dict[str, Any]:
@@ -333,5 +301,6 @@ GRAPH = SynthGraph(
     build=build,
     to_trajectory=to_trajectory,
     exports=EXPORTS,
-    default_options={"max_rounds": 3, "judge_mode": "auto"},
+    result_model=CoEvolResult,
+    report_section="graphs.coevol.report:CoEvolSection",
 )

@@ -2,7 +2,7 @@
 
 Reads ``result.retrieval[].hits[]`` (``id``, 1-based ``rank``), ``result.facts[]`` (``passage`` with
 ``id``/``text``, ``relevant``, ``claimed_relevant``, ``rejected_spans``), ``result.answers``,
-``result.branch`` and ``result.exact_match`` as graphs/smart.py writes them. Two hit rates per rank r:
+``result.branch`` and ``result.exact_match`` as graphs/smart/graph.py writes them. Two hit rates per rank r:
 a passage in some query's top r contains a gold answer (after SQuAD normalisation), and a passage in
 some query's top r was judged relevant by the Fact Locator with all its spans found in the passage.
 """
