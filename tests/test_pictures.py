@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from synth.cli_graphs import graphs_app
 from synth.errors import SynthError
 from synth.pictures import mermaid, render_png, to_dot
-from synth.registry import BUILTIN, load_graph
+from synth.registry import builtin, load_graph
 from synth.session import resolve_graph
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -19,7 +19,7 @@ REFLEXION = str(Path(__file__).parent.parent / "examples" / "reflexion.yaml")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("name", [*sorted(BUILTIN), "reflexion.yaml"])
+@pytest.mark.parametrize("name", [*sorted(builtin()), "reflexion.yaml"])
 def test_mermaid_matches_snapshot(name: str) -> None:
     graph = resolve_graph(REFLEXION) if name.endswith(".yaml") else load_graph(name)
     text = mermaid(graph)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from langgraph.graph.state import CompiledStateGraph
 
-from synth.registry import BUILTIN
+from synth.registry import builtin
 from synth.studio import GraphUnavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def _graph(name: str, **configurable: Any) -> Any:
 def test_langgraph_json_lists_every_builtin_graph_as_a_namespace_attribute() -> None:
     config = json.loads((ROOT / "langgraph.json").read_text())
     assert config["dependencies"] == ["."]
-    assert sorted(config["graphs"]) == sorted(BUILTIN)
+    assert sorted(config["graphs"]) == sorted(builtin())
     for entry in config["graphs"].values():
         assert callable(_load(entry))
 
@@ -105,5 +105,5 @@ def test_every_entry_builds_with_the_embedded_model_without_loading_it() -> None
         [sys.executable, "-c", ENTRY_CHECK], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(line.split()[0] for line in done.stdout.splitlines()[:-1]) == sorted(BUILTIN)
+    assert sorted(line.split()[0] for line in done.stdout.splitlines()[:-1]) == sorted(builtin())
     assert done.stdout.splitlines()[-1] == "model not loaded"
