@@ -14,7 +14,7 @@ too, is not in these figures), and each layer is timed on top of the one below, 
 * ``+ runner``: ``Runner.run`` over N rows, 32 in flight (records, the writer), per row.
 
 From ``+ call cache`` on, every layer runs on the cached client (each call a miss, as in a first run),
-and all of them under the runner's GC settings (:func:`synth.runner.quiet_gc`). CPU microseconds per
+and all of them under the runner's GC settings (:func:`synth.engine.runner.quiet_gc`). CPU microseconds per
 call (``time.process_time``), medians of ``--repeat`` rounds. Results: ``bench/results/layers.json``.
 """
 
@@ -37,15 +37,15 @@ sys.path.insert(0, str(REPO))
 from autogen_core.models import SystemMessage, UserMessage  # noqa: E402
 from openai.types.chat import ChatCompletion  # noqa: E402
 
-from synth.cache import CALL_SCOPE, CallCache  # noqa: E402
-from synth.checkpoints import InlineSqliteSaver  # noqa: E402
+from synth.engine.cache import CALL_SCOPE, CallCache  # noqa: E402
+from synth.engine.checkpoints import InlineSqliteSaver  # noqa: E402
+from synth.engine.inputs import SeedRow  # noqa: E402
+from synth.engine.runner import Runner, quiet_gc  # noqa: E402
+from synth.engine.store import RunStore  # noqa: E402
 from synth.graph import ModelSet  # noqa: E402
-from synth.inputs import SeedRow  # noqa: E402
 from synth.models import ClientOptions, ManagedClient  # noqa: E402
 from synth.models.openai_client import build_openai_client  # noqa: E402
 from synth.recording import CallRecorder  # noqa: E402
-from synth.runner import Runner, quiet_gc  # noqa: E402
-from synth.store import RunStore  # noqa: E402
 from synth.testing.graphs import ECHO, ECHO_ROLE, Answer  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

@@ -2,8 +2,8 @@
 
 Run ``python bench/memory.py`` (``--sizes 1000 10000 100000``; 100k rows take ~10 minutes on 2 cores).
 Each size runs in a fresh child process — the one-role graph ``synth.testing.graphs:ECHO`` through
-:func:`synth.session.run_session` (records, checkpoints and call cache on, as in production), concurrency
-32, against one zero-latency loopback server process — and reports:
+:func:`synth.engine.session.run_session` (records, checkpoints and call cache on, as in production),
+concurrency 32, against one zero-latency loopback server process — and reports:
 
 * ``baseline_mb``: RSS after imports and a 50-row warm-up run (the engine's fixed cost),
 * ``peak_mb``: the process's peak RSS (``ru_maxrss``), and ``growth_mb`` = peak - baseline,
@@ -67,7 +67,7 @@ def _tree_pss_mb() -> float:
 
 def child(rows: int, base_url: str, concurrency: int, workers: int = 1) -> dict[str, Any]:
     """One measured run in this (fresh) process."""
-    from synth.session import RunRequest, run_session
+    from synth.engine.session import RunRequest, run_session
 
     with tempfile.TemporaryDirectory() as tmp:
         seeds = Path(tmp) / "seeds.jsonl"

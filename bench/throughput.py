@@ -3,7 +3,7 @@
 Run ``python bench/throughput.py`` (~12 minutes on 2 cores). The loopback server runs as a separate
 process; for each case every client runs back to back against it, ``--repeat`` rounds:
 
-* **synth**: ``synth run`` (in process, :func:`synth.session.run_session`) of the one-role YAML graph
+* **synth**: ``synth run`` (in process, :func:`synth.engine.session.run_session`) of the one-role YAML graph
   ``bench/one_role.yaml`` (one free-text call per row) over N rows, with ``max_calls = C`` (the
   backend's limit, as the naive client's semaphore) and ``concurrency = 2 C`` rows in flight, run folder,
   records, checkpoints and call cache as in production; ``synth_wN`` is ``--workers N`` (both limits
@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO))
 
 import openai  # noqa: E402
 
-from synth.session import RunRequest, run_session  # noqa: E402
+from synth.engine.session import RunRequest, run_session  # noqa: E402
 from synth.testing.process import ServerProcess  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

@@ -120,8 +120,8 @@ def bench_sft(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     positions, alternating which goes first (ABBA), so a load change on a shared machine hits both alike."""
     from datasets import Dataset
 
-    from train.common import load_tokenizer
-    from train.runner import build_plan
+    from train.job import build_plan
+    from train.model_setup import load_tokenizer
     from train.sft import build_sft_trainer
     from train.speed import use_compact_head
 

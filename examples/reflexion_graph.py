@@ -3,7 +3,7 @@
 
 from typing import Any, Literal
 
-from synth.formats import sft_export
+from synth.dataset.formats import sft_export
 from synth.graph import Appended, BaseState, ModelSet, SynthGraph, chain, result_from, role_node, seed_fields
 from synth.role import Role, output_model
 

@@ -1,4 +1,4 @@
-"""The reward judge: a role that scores one response 0-10, used as a GRPO reward (``train.rewards``).
+"""The reward judge: a role that scores one response 0-10, used as a GRPO reward (``train.reward_sources``).
 
 The score is a bounded integer field of a pydantic output, so every backend (the embedded model through
 constrained decoding included) returns a parseable score; the reward is ``score / 10``.

@@ -88,8 +88,8 @@ def chosen_options(name: str, config: Mapping[str, Any] | None) -> dict[str, Any
 
 def build(name: str, options: Mapping[str, Any]) -> Any:
     """The compiled graph ``name`` with these options (validated), its options schema attached."""
+    from synth.engine.session import RunRequest, build_models
     from synth.registry import load_graph
-    from synth.session import RunRequest, build_models
 
     schema = options_schema(name)
     values = schema.model_validate(dict(options)).model_dump()

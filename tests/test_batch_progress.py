@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from synth.batch_progress import BatchProgress
+from synth.cli.progress import BatchProgress
 from synth.testing import Faults, Latency, OpenAIServer
 
 ROWS = 12

@@ -13,11 +13,11 @@ from autogen_core.models import CreateResult, RequestUsage, SystemMessage, UserM
 from autogen_ext.models.replay import ReplayChatCompletionClient
 from pydantic import BaseModel
 
-from synth.cache import CALL_SCOPE, CallCache, call_key, score_key
+from synth.engine.cache import CALL_SCOPE, CallCache, call_key, score_key
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.models import ClientOptions, ManagedClient, ScoreRequest
 from synth.recording import SAMPLE_KEY
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
 from synth.testing.graphs import echo_responder
 
 MESSAGES = [SystemMessage(content="be brief"), UserMessage(content="hi there", source="user")]

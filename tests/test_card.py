@@ -10,10 +10,10 @@ import yaml
 from datasets import load_dataset
 
 from graphs.coevol import GRAPH
-from synth.card import detect_languages, size_category
-from synth.export import ExportOptions, export_run
+from synth.dataset.card import detect_languages, size_category
+from synth.dataset.export import ExportOptions, export_run
+from synth.engine.store import RunStore
 from synth.filters import apply_filters, build_config
-from synth.store import RunStore
 from synth.trajectory import Trajectory, Usage
 
 SECRET = "sk-test-0123456789abcdef"

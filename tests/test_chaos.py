@@ -19,10 +19,10 @@ import openai
 from autogen_core.models import CreateResult, RequestUsage, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from synth.logs import read_events
+from synth.engine.logs import read_events
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.models import ClientOptions, ManagedClient
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
 from synth.testing.graphs import echo_responder
 from synth.testing.openai_server import OpenAIServer
 from synth.testing.replies import Reply

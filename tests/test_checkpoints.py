@@ -1,4 +1,4 @@
-"""The runner's checkpointer (synth/checkpoints.py): what a new row writes, and that resume still works.
+"""The runner's checkpointer (synth/engine/checkpoints.py): what a new row writes, and that resume works.
 
 A new row's input checkpoint, its ``__start__`` writes and its step-0 checkpoint hold nothing but the seed,
 so they are kept in memory and step 0 reaches the disk with the first node's writes. These tests drive a
@@ -22,7 +22,7 @@ import pytest
 from langgraph.channels.delta import DeltaChannel
 from langgraph.graph import END, START, StateGraph
 
-from synth.checkpoints import InlineSqliteSaver, replays_history
+from synth.engine.checkpoints import InlineSqliteSaver, replays_history
 
 
 class State(TypedDict, total=False):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli_graphs import graphs_app, mermaid, roles_app
+from synth.cli.graphs import graphs_app, mermaid, roles_app
 from synth.registry import available, load_graph
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

@@ -108,5 +108,5 @@ def test_the_scan_sees_imports_inside_functions_and_submodules() -> None:
     """The scan is what the two tests above rest on: lazy imports and namespace packages count."""
     used = imported()
     assert used["trl"].startswith("train/")  # imported inside functions only
-    assert used["langgraph-checkpoint-sqlite"].startswith("synth/checkpoints.py:")  # not "langgraph"
+    assert used["langgraph-checkpoint-sqlite"].startswith("synth/engine/checkpoints.py:")  # not "langgraph"
     assert "pyyaml" in used and "yaml" not in used

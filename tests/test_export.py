@@ -10,10 +10,10 @@ from datasets import load_dataset
 from pydantic import BaseModel
 
 from graphs.coevol import GRAPH
+from synth.dataset.export import ExportOptions, export_run
+from synth.dataset.splits import parse_split
+from synth.engine.store import RunStore
 from synth.errors import ExportError
-from synth.export import ExportOptions, export_run
-from synth.splits import parse_split
-from synth.store import RunStore
 from synth.trajectory import Trajectory
 from tests.tiny import build_tiny_model
 
@@ -147,7 +147,7 @@ def test_split_is_by_trajectory_reproducible_and_shuffle_reorders(run_dir: Path,
 
 def test_rows_of_one_trajectory_never_straddle_splits(tmp_path: Path) -> None:
     """A format with several rows per trajectory (here: a user graph's) splits by trajectory."""
-    from synth.formats import sft_features
+    from synth.dataset.formats import sft_features
     from synth.graph import ExportFormat, SynthGraph
 
     def rows(trajectory: Trajectory) -> list[dict[str, Any]]:

@@ -11,11 +11,11 @@ from pydantic import BaseModel
 
 from graphs.coevol import GRAPH as COEVOL
 from graphs.smart import GRAPH as SMART
+from synth.dataset.export import export_run, formats_for
+from synth.dataset.reuse import CORRECTION_REQUEST, Candidate, Candidates
+from synth.engine.store import RunStore
 from synth.errors import ExportError
-from synth.export import export_run, formats_for
 from synth.graph import SynthGraph
-from synth.reuse import CORRECTION_REQUEST, Candidate, Candidates
-from synth.store import RunStore
 from synth.trajectory import Trajectory
 from tests.tiny import build_tiny_model
 

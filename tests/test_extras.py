@@ -53,7 +53,7 @@ def test_other_errors_are_not_turned_into_extra_hints() -> None:
 
 
 async def test_executor_ray_without_ray(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from synth.session import RunRequest, run_session
+    from synth.engine.session import RunRequest, run_session
 
     hide(monkeypatch, "ray")
     seeds = tmp_path / "seeds.jsonl"
@@ -68,7 +68,7 @@ async def test_executor_ray_without_ray(monkeypatch: pytest.MonkeyPatch, tmp_pat
 def test_train_commands_without_the_train_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from train.config import HybridSettings, SFTSettings
     from train.hybrid import run_hybrid
-    from train.runner import build_plan, require_training
+    from train.job import build_plan, require_training
 
     hide(monkeypatch, "trl")
     out = tmp_path / "out"
@@ -127,7 +127,7 @@ def test_cli_prints_an_escaped_module_error_as_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The CLI edge: a ModuleNotFoundError of an optional module raised past its command's check."""
-    import synth.cli as cli
+    import synth.cli.root as cli
 
     def deep_import() -> None:
         raise ModuleNotFoundError("No module named 'peft'", name="peft")

@@ -12,10 +12,10 @@ from pydantic import TypeAdapter
 from typer.testing import CliRunner
 
 from synth.cli import app
+from synth.engine.store import RunStore
 from synth.filters import FilterConfig, FilterConfigError, apply_filters, build_config, load_config, token_f1
 from synth.filters.apply import _rule
 from synth.filters.config import FilterSpec
-from synth.store import RunStore
 from synth.trajectory import Trajectory
 from tests.paths import DATA
 

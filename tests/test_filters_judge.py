@@ -12,9 +12,9 @@ import yaml
 from typer.testing import CliRunner
 
 from synth.cli import app
+from synth.engine.store import RunStore
 from synth.filters import FilterConfig, FilterOptions, apply_filters, build_config
 from synth.role import TemplateError
-from synth.store import RunStore
 from synth.testing.openai_server import OpenAIServer
 from synth.trajectory import Trajectory
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from graphs.coevol.graph import CoEvolSeed
+from synth.engine.inputs import count_rows, read_rows
 from synth.errors import InputError
-from synth.inputs import count_rows, read_rows
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli_graphs import graphs_app
+from synth.cli.graphs import graphs_app
+from synth.engine.session import resolve_graph
 from synth.errors import SynthError
 from synth.pictures import mermaid, render_png, to_dot
 from synth.registry import builtin, load_graph
-from synth.session import resolve_graph
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 REFLEXION = str(Path(__file__).parent.parent / "examples" / "reflexion.yaml")

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from synth.store import RunStore
+from synth.engine.store import RunStore
 
 PLUGIN = """
 from synth.graph import BaseState, SynthGraph, chain, result_from, role_node, seed_fields

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.models.preflight import PreflightError, check_spec
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
 from tests.coevol_script import coevol_responder
 
 ROOT = Path(__file__).resolve().parent.parent

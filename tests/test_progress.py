@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from synth.session import _progress
+from synth.engine.session import _progress
 
 
 def test_rows_per_second_is_finished_rows_over_elapsed_time() -> None:

@@ -18,9 +18,9 @@ import pytest
 from huggingface_hub import constants
 
 from graphs.coevol import GRAPH
-from synth.export import ExportOptions, export_run
-from synth.hub import PushError, check_no_secrets, plan_push, push, resolve_token, secret_values
-from synth.store import RunStore
+from synth.dataset.export import ExportOptions, export_run
+from synth.dataset.hub import PushError, check_no_secrets, plan_push, push, resolve_token, secret_values
+from synth.engine.store import RunStore
 from synth.testing.hub_server import HubServer
 from tests.coevol_script import coevol_responder
 from tests.test_export import CONFIG, coevol_record
@@ -79,7 +79,7 @@ def test_push_sends_the_card_and_data_in_one_commit(tmp_path: Path, hub: HubServ
 
 
 def test_every_split_the_card_names_is_pushed(tmp_path: Path, hub: HubServer) -> None:
-    from synth.export import ExportOptions
+    from synth.dataset.export import ExportOptions
 
     make_export(tmp_path)
     options = ExportOptions(splits={"test": 0.5}, seed=1)
@@ -248,7 +248,7 @@ def test_tokens_in_the_environment_reach_no_file_and_no_output(
     """Run (loopback OpenAI, key set) -> export -> push (HF_TOKEN, debug logging): grep every byte."""
     from rich.console import Console
 
-    from synth.session import RunRequest, run_session
+    from synth.engine.session import RunRequest, run_session
 
     openai_key = "sk-loopbackSECRET0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", openai_key)

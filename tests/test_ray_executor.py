@@ -25,12 +25,12 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from synth.engine.inputs import read_rows  # noqa: E402
+from synth.engine.session import RunRequest, run_session  # noqa: E402
+from synth.engine.store import RunStore  # noqa: E402
 from synth.errors import SynthError  # noqa: E402
 from synth.executors.ray_input import iter_blocks  # noqa: E402
 from synth.executors.shards import Manifest, merge_shard, read_shard  # noqa: E402
-from synth.inputs import read_rows  # noqa: E402
-from synth.session import RunRequest, run_session  # noqa: E402
-from synth.store import RunStore  # noqa: E402
 from synth.testing.graphs import echo_responder  # noqa: E402
 from synth.testing.openai_server import OpenAIServer  # noqa: E402
 from synth.testing.replies import Reply  # noqa: E402

@@ -15,9 +15,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from synth.export import export_run
-from synth.session import RunRequest, resolve_graph, run_session
-from synth.store import RunStore
+from synth.dataset.export import export_run
+from synth.engine.session import RunRequest, resolve_graph, run_session
+from synth.engine.store import RunStore
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "reflexion_graph.py"
 SNAPSHOT = Path(__file__).parent / "snapshots" / "reflexion_py.json"

@@ -15,6 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from synth.cli import app
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.errors import RunFolderError
 from synth.report import (
     BoundedCounter,
@@ -24,8 +26,6 @@ from synth.report import (
     unregister_section,
     write_report,
 )
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
 from synth.trajectory import Step, Trajectory, Usage
 from tests.atm_script import AtmScript
 from tests.coevol_script import coevol_responder

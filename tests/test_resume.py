@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.testing.graphs import echo_responder
 from synth.testing.openai_server import OpenAIServer
 from synth.testing.replies import Reply, system_text

@@ -148,7 +148,7 @@ def test_saved_index_folder_round_trips_and_is_a_valid_corpus_argument(corpus: P
 def test_cli_builds_an_index_that_the_graph_can_use(corpus: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from synth.cli_index import index_app
+    from synth.cli.index import index_app
 
     result = CliRunner().invoke(index_app, ["build", str(corpus), "--out", str(tmp_path / "idx")])
     assert result.exit_code == 0, result.output

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.errors import RunFolderError
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
 from synth.testing.graphs import echo_responder
 from synth.testing.replies import Reply, last_user_text
 from tests.coevol_script import coevol_responder
@@ -305,7 +305,7 @@ def test_status_reports_counts_errors_tokens_and_cost(tmp_path: Path, openai_ser
 def test_local_backends_get_a_long_timeout_and_remote_ones_keep_theirs(
     tmp_path: Path, openai_server: Any
 ) -> None:
-    from synth.session import LOCAL_TIMEOUT_S, build_models
+    from synth.engine.session import LOCAL_TIMEOUT_S, build_models
 
     request = RunRequest(graph="coevol", input=tmp_path / "x.jsonl", out=tmp_path / "run", timeout=5.0)
     remote = f"openai:scripted@{openai_server.base_url}"

@@ -1,4 +1,4 @@
-"""The runner quiets Python's cycle collector while rows run (``synth.runner.quiet_gc``), then restores it."""
+"""The runner quiets the cycle collector while rows run (``synth.engine.runner.quiet_gc``), then restores."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from synth.runner import GC_YOUNG_THRESHOLD, quiet_gc
+from synth.engine.runner import GC_YOUNG_THRESHOLD, quiet_gc
 
 
 def test_runs_quiet_the_garbage_collector_while_they_run_and_restore_it() -> None:

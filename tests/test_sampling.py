@@ -13,12 +13,12 @@ import yaml
 from typer.testing import CliRunner
 
 from synth.cli import app
+from synth.dataset.export import ExportOptions, export_run
+from synth.engine.session import RunRequest, resolve_graph, run_session
+from synth.engine.session import check_roles as check_model_roles
+from synth.engine.store import RunStore
 from synth.errors import SynthError, unknown_roles
-from synth.export import ExportOptions, export_run
 from synth.sampling import DEFAULT_MAX_TOKENS, SamplingError, check_roles, parse
-from synth.session import RunRequest, resolve_graph, run_session
-from synth.session import check_roles as check_model_roles
-from synth.store import RunStore
 from synth.testing.replies import Reply, system_text
 from tests.coevol_script import coevol_responder
 
@@ -157,7 +157,7 @@ async def test_free_text_cut_by_max_tokens_is_marked_and_left_out_of_exports(
 
 
 def test_card_title_and_tag_use_the_graph_name_never_a_path() -> None:
-    from synth.card import graph_name
+    from synth.dataset.card import graph_name
 
     assert graph_name({"graph": "/srv/graphs/notes.yaml", "graph_name": "notes"}) == "notes"
     assert graph_name({"graph": "/srv/graphs/notes.yaml"}) == "notes"  # a run from before graph_name

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from synth.engine.store import RunLock, RunStore
 from synth.errors import RunFolderError
-from synth.store import RunLock, RunStore
 from synth.trajectory import Trajectory
 
 

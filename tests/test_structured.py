@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.errors import ModelSpecError
 from synth.models.spec import parse_spec
 from synth.models.structured import extract_json
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
 from tests.coevol_script import coevol_responder
 
 

@@ -15,7 +15,7 @@ USER_GRAPH = """
 from typing import Any
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict
-from synth.export import sft_features
+from synth.dataset.export import sft_features
 from synth.graph import BaseState, ExportFormat, ModelSet, SynthGraph, failed
 from synth.role import Role
 

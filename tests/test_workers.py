@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
+from synth.engine.logs import read_events
+from synth.engine.session import RunRequest, resolve_workers, run_session
+from synth.engine.store import RunStore
+from synth.engine.workers import auto_workers, merge_client_stats, share
 from synth.errors import SynthError
-from synth.logs import read_events
-from synth.session import RunRequest, resolve_workers, run_session
-from synth.store import RunStore
 from synth.testing.graphs import echo_responder
 from synth.testing.openai_server import OpenAIServer
 from synth.testing.replies import Reply
-from synth.workers import auto_workers, merge_client_stats, share
 
 ROWS = 40
 
@@ -224,7 +224,7 @@ def test_checkpoints_left_by_a_kill_after_the_record_commit_are_dropped_by_the_r
 ) -> None:
     """Records and checkpoints are two databases: a kill between a record's commit and the deletion of its
     checkpoints leaves them behind, and the re-run skips the row. The re-run deletes them at start."""
-    from synth.checkpoints import InlineSqliteSaver
+    from synth.engine.checkpoints import InlineSqliteSaver
 
     path = seeds(tmp_path, 8)
     out = tmp_path / "run"

@@ -10,9 +10,9 @@ from typing import Any
 import pyarrow.parquet as pq
 from rich.console import Console
 
-from synth.export import export_run
-from synth.session import RunRequest, resolve_graph, run_session
-from synth.store import RunStore
+from synth.dataset.export import export_run
+from synth.engine.session import RunRequest, resolve_graph, run_session
+from synth.engine.store import RunStore
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 REFLEXION = EXAMPLES / "reflexion.yaml"

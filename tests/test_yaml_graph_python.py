@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 from test_yaml_graph import _reflexion_script
 
-from synth.store import RunStore
+from synth.engine.store import RunStore
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "reflexion_graph.py"
 SEEDS = Path(__file__).parent.parent / "examples" / "reflexion_seeds.jsonl"

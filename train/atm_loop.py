@@ -51,8 +51,8 @@ from train.atm_steps import (
     starting_model,
     synthesize,
 )
+from train.job import require_training
 from train.runfolder import RunFolder, RunResult, prepare_synced, write_json
-from train.runner import require_training
 
 Log = Callable[[str], None]
 

@@ -4,8 +4,8 @@ Each step is skipped when its output is complete, so a re-run of the loop resume
 
 * synthesis is ``synth run atm`` (the same session code): its run folder resumes by itself, and a
   finished run re-opens in a second (its rows are skipped);
-* an export is written to a temp folder and renamed (``synth.export``): a folder with its ``README.md`` is
-  complete and is never rewritten, so a stage trained on it resumes on the same bytes;
+* an export is written to a temp folder and renamed (``synth.dataset.export``): a folder with its
+  ``README.md`` is complete and is never rewritten, so a stage trained on it resumes on the same bytes;
 * an evaluation is complete when its ``summary.json`` exists.
 """
 
@@ -35,7 +35,7 @@ def starting_model(model: str) -> str:
     """A ``synth train`` run folder given as a starting model is its final model (``merged/``...)."""
     folder = Path(model.removeprefix("local:")).expanduser()
     if (folder / "result.json").is_file() and not (folder / "config.json").is_file():
-        from train.common import resolve_model
+        from train.model_setup import resolve_model
 
         return resolve_model(str(folder))
     return model
@@ -72,8 +72,8 @@ def synthesize(
     log: Log,
 ) -> dict[str, Any]:
     """Run the ATM graph (attacker role = ``attacker`` spec, generator = ``generator``) into ``out``."""
+    from synth.engine.session import RunRequest, run_session
     from synth.models.local.engine import close_shared_engines
-    from synth.session import RunRequest, run_session
 
     request = RunRequest(
         graph="atm",
@@ -102,7 +102,7 @@ def synthesize(
 def run_stats(run: Path) -> dict[str, Any]:
     """Row counts and mean ATM scores of a run: how misleading the attacker is, how robust the generator."""
     from graphs.atm.trajectory import AtmScores
-    from synth.store import RunStore
+    from synth.engine.store import RunStore
 
     store = RunStore(run)
     try:
@@ -133,7 +133,7 @@ def seed_cache(source: Path, run: Path) -> bool:
 def export(run: Path, fmt: str, out: Path, log: Log) -> int:
     """Export ``fmt`` from ``run`` into ``out`` once; returns its row count."""
     from graphs.atm import GRAPH
-    from synth.export import export_run
+    from synth.dataset.export import export_run
 
     if not (out / "README.md").is_file():
         result = export_run(run, GRAPH, fmt, out)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, Unpack
 
 from train.config import DPOSettings
+from train.job import Job, Plan, RunOptions, execute
 from train.runfolder import RunResult
-from train.runner import Job, Plan, RunOptions, execute
 
 
 def build_dpo_trainer(job: Job) -> Any:

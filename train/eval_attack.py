@@ -48,7 +48,7 @@ def load_attack(source: Path, limit: int | None = None) -> list[dict[str, Any]]:
 def _from_run(folder: Path) -> list[dict[str, Any]]:
     from graphs.atm.seed import doc
     from graphs.atm.trajectory import AtmResult
-    from synth.store import RunStore
+    from synth.engine.store import RunStore
 
     store = RunStore(folder)
     try:

@@ -1,8 +1,8 @@
 """``synth train grpo``: group-relative policy optimisation (TRL ``GRPOTrainer``) on prompt datasets.
 
 For every prompt the policy samples ``num_generations`` completions; each completion is scored by every
-configured reward source (:mod:`train.rewards`: exact match / F1 against gold answers, a judge role on any
-synth model spec, a ``synth train reward`` model), the scores are summed with the configured weights, and
+configured reward source (:mod:`train.reward_sources`: exact match / F1 against gold answers, a judge role on
+any synth model spec, a ``synth train reward`` model), the scores are summed with the configured weights, and
 the advantage of a completion is its reward relative to its group. Data: an ``rl`` export (``prompt`` +
 ``answers``) or any dataset with a ``prompt`` column; every other column reaches the reward functions
 (``answers``, a per-row ``rubric`` for the judge).
@@ -19,9 +19,9 @@ from typing import Any, Unpack
 from train.config import GRPOSettings
 from train.data import load_rows
 from train.errors import TrainError
-from train.rewards import build_reward_funcs
+from train.job import Job, Plan, RunOptions, execute
+from train.reward_sources import build_reward_funcs
 from train.runfolder import RunResult
-from train.runner import Job, Plan, RunOptions, execute
 
 
 def check_reward_columns(settings: GRPOSettings, columns: list[str]) -> None:

@@ -22,8 +22,8 @@ from typing import Any
 
 from train.config import DPOSettings, HybridSettings, SFTSettings, dump_settings
 from train.dpo import run_dpo
+from train.job import Plan, require_training
 from train.runfolder import RunFolder, RunResult, is_main_process, prepare_synced
-from train.runner import Plan, require_training
 from train.sft import run_sft
 
 #: Placeholder model path of stage 2 in a dry run (stage 1 has not been merged yet).

@@ -27,8 +27,8 @@ from typing import Any, Unpack
 
 from train.config import MITOSettings
 from train.errors import TrainError
+from train.job import Job, Plan, RunOptions, execute
 from train.runfolder import RunResult
-from train.runner import Job, Plan, RunOptions, execute
 from train.speed import loss_positions
 
 IGNORE = -100

@@ -24,12 +24,12 @@ from typing import Any, Unpack
 
 from packaging.version import Version
 
-from train.common import lora_config, resolve_model, torch_dtype
 from train.config import PPOSettings
 from train.errors import TrainError
-from train.rewards import METRICS, gold_list, load_reward_model
+from train.job import Job, Plan, RunOptions, execute
+from train.model_setup import lora_config, resolve_model, torch_dtype
+from train.reward_sources import METRICS, gold_list, load_reward_model
 from train.runfolder import RunResult
-from train.runner import Job, Plan, RunOptions, execute
 
 #: The last TRL release with PPOTrainer.
 PPO_TRL = "1.12.0"

@@ -14,8 +14,8 @@ from typing import Any, Unpack
 
 from train.config import SFTSettings
 from train.errors import TrainError
+from train.job import Job, Plan, RunOptions, execute
 from train.runfolder import RunResult
-from train.runner import Job, Plan, RunOptions, execute
 
 
 def _has_generation_markers(tokenizer: Any) -> bool:

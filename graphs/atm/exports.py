@@ -20,7 +20,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from synth.formats import dpo_features, sft_features
+from synth.dataset.formats import dpo_features, sft_features
 from synth.graph import ExportFormat
 from synth.trajectory import Trajectory
 

@@ -67,7 +67,7 @@ class AtmResult(BaseModel):
     exact_match_clean: bool
     exact_match_attacked: bool
     sft_context: Literal["closed_book", "with_documents"]
-    #: The generator's answer under attack and the gold one, for synth.reuse (when it was prompted).
+    #: The generator's answer under attack and the gold one, for synth.dataset.reuse (when it was prompted).
     candidates: dict[str, Any] | None = None
 
 
@@ -172,7 +172,7 @@ def to_trajectory(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def generator_candidates(result: Mapping[str, Any]) -> dict[str, Any]:
-    """The generator's answer under attack and the gold answer, for synth.reuse's generic exports.
+    """The generator's answer under attack and the gold answer, for synth.dataset.reuse's generic exports.
 
     A wrong answer under attack becomes a ``corrections`` record (the attacked prompt, the misled answer,
     the gold one) and ``rl`` rows carry the attacked prompt with the gold answers as reward fields.

@@ -1,4 +1,4 @@
-"""CoEvol's export formats: the standard ones (synth.reuse) from CoEvol's judged responses.
+"""CoEvol's export formats: the standard ones (synth.dataset.reuse) from CoEvol's judged responses.
 
 The candidates of a row are the responses the loop produced, ranked by the judge: the original scores 0
 and each accepted revision one more than the response it replaced, so the evolved response is the best
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from synth.formats import user_turn
-from synth.reuse import Candidate, Candidates, standard_exports
+from synth.dataset.formats import user_turn
+from synth.dataset.reuse import Candidate, Candidates, standard_exports
 from synth.trajectory import Trajectory
 
 

@@ -1,5 +1,5 @@
 """SMART's export formats: the long trajectory, the short (one role turn) trajectories, and RL prompts,
-over the standard ``dpo`` / ``corrections`` (synth.reuse) of gold vs a model answer that misses it.
+over the standard ``dpo`` / ``corrections`` (synth.dataset.reuse) of gold vs a model answer that misses it.
 
 Every format is built from ``trajectory.result`` (see ``graphs.smart.to_trajectory``), never by
 re-rendering templates. Each agent segment is an assistant message whose ``name`` is the role's header
@@ -18,11 +18,11 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from synth.formats import user_turn
+from synth.dataset.formats import user_turn
+from synth.dataset.reuse import Candidate, Candidates, standard_exports
 from synth.graph import ExportFormat
 from synth.metrics import exact_match
 from synth.qa import HEADERS, RETRIEVER_HEADER, passage_text
-from synth.reuse import Candidate, Candidates, standard_exports
 from synth.trajectory import Trajectory
 
 

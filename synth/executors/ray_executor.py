@@ -4,10 +4,11 @@ The driver (the ``synth run`` process, holding the run folder's lock) reads the 
 order, in blocks of ``--ray-block-rows`` rows. For each block it computes what only a pass over the whole
 input knows - how often each row key occurred before the block (identical rows keep the ids the asyncio
 executor gives them) and which of the block's trajectory ids the run's store already holds - and hands
-the block to an idle :class:`BlockWorker` actor. The actor runs the block with :class:`synth.runner.Runner`
-(``--concurrency`` rows in flight, checkpoints, call cache, retries: the asyncio executor's code path)
-into a work folder for the block, then writes the block's parquet shard. The driver merges each finished
-shard into ``records.sqlite`` by trajectory id and records it in the manifest (see :mod:`shards`).
+the block to an idle :class:`BlockWorker` actor. The actor runs the block with
+:class:`synth.engine.runner.Runner` (``--concurrency`` rows in flight, checkpoints, call cache, retries: the
+asyncio executor's code path) into a work folder for the block, then writes the block's parquet shard. The
+driver merges each finished shard into ``records.sqlite`` by trajectory id and records it in the manifest
+(see :mod:`shards`).
 
 Resume: a re-run skips blocks in the manifest; a block with a shard but no manifest entry is merged
 again (adds nothing new); a block killed half-way resumes from its work folder - its stored rows are
@@ -30,18 +31,18 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from synth.cache import CallCache
+from synth.engine.cache import CallCache
+from synth.engine.inputs import SeedRow, validate_row
+from synth.engine.runner import Runner, RunSummary
+from synth.engine.store import RunLock, RunStore
 from synth.errors import RunFolderError, SynthError
 from synth.executors.ray_input import iter_blocks
 from synth.executors.shards import SHARDS_DIR, Manifest, block_name, merge_shard, shard_path, write_shard
 from synth.graph import ModelSet
-from synth.inputs import SeedRow, validate_row
-from synth.runner import Runner, RunSummary
-from synth.store import RunLock, RunStore
 from synth.trajectory import Trajectory, row_key, trajectory_id
 
 if TYPE_CHECKING:
-    from synth.session import RunRequest
+    from synth.engine.session import RunRequest
 
 #: Actors wait on model calls, not CPUs: a quarter CPU each leaves whole CPUs to Ray Data's read tasks
 #: (with 1 CPU per actor, two actors on a 2-CPU cluster starve the read task and Ray Data hangs).
@@ -54,7 +55,7 @@ class BlockWorker:
     """A Ray actor (async: one event loop for its life) that runs blocks of rows, one at a time."""
 
     def __init__(self, request: dict[str, Any], shards: str, fingerprint: str, cwd: str) -> None:
-        from synth.session import RunRequest, resolve_graph
+        from synth.engine.session import RunRequest, resolve_graph
 
         # Relative paths (a graph file, a corpus option) and modules next to them resolve as in the driver
         # (on a cluster: when the driver's folder is shared storage mounted at the same path).
@@ -68,7 +69,7 @@ class BlockWorker:
         self.models: ModelSet | None = None
 
     def _models(self) -> ModelSet:
-        from synth.session import build_models
+        from synth.engine.session import build_models
 
         if self.models is None:  # built on the actor's event loop, which its HTTP clients stay bound to
             self.models = build_models(self.request.models, self.request)
@@ -146,7 +147,7 @@ async def _acquire(lock: RunLock) -> None:
 
 
 def _client_stats(models: ModelSet) -> dict[str, dict[str, Any]]:
-    from synth.session import client_report
+    from synth.engine.session import client_report
 
     return client_report(models)
 

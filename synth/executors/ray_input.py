@@ -1,11 +1,11 @@
 """Seed rows through Ray Data: a jsonl file, a parquet file or folder, or a ``datasets.save_to_disk`` folder.
 
 Rows come out in input order, in blocks of a fixed number of rows, as the same :class:`SeedRow` values
-(same data, same ``file:line`` source, same broken-line errors) that :func:`synth.inputs.read_rows` gives
-the asyncio executor - so both executors compute the same trajectory ids. Ray's own ``read_json`` would
+(same data, same ``file:line`` source, same broken-line errors) that :func:`synth.engine.inputs.read_rows`
+gives the asyncio executor - so both executors compute the same trajectory ids. Ray's own ``read_json`` would
 not do: it fails the whole read on one broken line, loses line numbers, and unifies rows into one Arrow
 schema (a key missing from one row comes back as ``None``, which changes the row and its id). jsonl is
-therefore read as numbered text lines by :class:`JsonlLines` and parsed by ``synth.inputs``.
+therefore read as numbered text lines by :class:`JsonlLines` and parsed by ``synth.engine.inputs``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import pyarrow as pa
 import ray.data
 from ray.data.datasource import FileBasedDatasource
 
+from synth.engine.inputs import DEFAULT_MAX_FIELD_BYTES, SeedRow, jsonl_lines, parse_jsonl_bytes, sized
 from synth.errors import InputError
-from synth.inputs import DEFAULT_MAX_FIELD_BYTES, SeedRow, jsonl_lines, parse_jsonl_bytes, sized
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 LINES_PER_BLOCK = 4096
@@ -31,7 +31,7 @@ LINES_PER_BLOCK = 4096
 class JsonlLines(FileBasedDatasource):
     """Non-blank lines of text files with their 1-based line numbers (columns ``line``, ``text`` as bytes).
 
-    Lines are split at ``\\n`` exactly as :func:`synth.inputs.jsonl_lines` splits them for the asyncio
+    Lines are split at ``\\n`` exactly as :func:`synth.engine.inputs.jsonl_lines` splits them for the asyncio
     executor (not with ``str.splitlines``, Ray's ``read_text``, which also splits inside JSON strings at
     U+2028 and friends); and streamed in blocks instead of decoding the whole file at once.
     """

@@ -25,8 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synth.engine.store import RunStore
 from synth.errors import RunFolderError
-from synth.store import RunStore
 from synth.trajectory import Trajectory, utc_now
 
 SHARDS_DIR = "shards"

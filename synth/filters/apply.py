@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synth.engine.store import RunStore, open_locked
 from synth.errors import SynthError
 from synth.filters import rules
 from synth.filters.config import FilterConfig, JudgeSpec
 from synth.filters.judge import JudgeFilter
-from synth.store import RunStore, open_locked
 from synth.trajectory import Trajectory, Usage, utc_now
 
 FILTERS_FILE = "filters.json"
@@ -150,8 +150,8 @@ async def _judges(
     specs = {i: spec for i, spec in enumerate(config.filters) if isinstance(spec, JudgeSpec)}
     if not specs:
         return {}, []
-    from synth.cache import CallCache
-    from synth.session import CACHE_FILE, build_models
+    from synth.engine.cache import CallCache
+    from synth.engine.session import CACHE_FILE, build_models
 
     run_config = _run_config(folder)
     request = _request(folder, run_config, options)
@@ -188,7 +188,7 @@ def _run_config(folder: Path) -> dict[str, Any]:
 
 def _request(folder: Path, run_config: Mapping[str, Any], options: FilterOptions) -> Any:
     """The run's client settings (concurrency, calls in flight, timeout, retries, key name) + overrides."""
-    from synth.session import RunRequest
+    from synth.engine.session import RunRequest
 
     known = {k: v for k, v in run_config.items() if k in RunRequest.model_fields}
     base = RunRequest.model_validate({"graph": "-", "input": "-", "out": str(folder), **known})

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
-from synth.cache import CALL_SCOPE
+from synth.engine.cache import CALL_SCOPE
 from synth.filters.config import JudgeSpec
 from synth.filters.rules import lookup, text_at
 from synth.role import Role

@@ -7,7 +7,7 @@ backoff (honouring ``Retry-After``), merges default sampling parameters, and cou
 retries, errors and latency. Client errors (4xx other than 408/429) are never retried: repeating a bad
 request only burns quota.
 
-It is also where the run's call cache (:mod:`synth.cache`) sits, *outside* the concurrency slots: a hit
+It is also where the run's call cache (:mod:`synth.engine.cache`) sits, *outside* the concurrency slots: a hit
 never waits for a slot nor counts as a backend call. The sample index a role passes under
 :data:`~synth.recording.SAMPLE_KEY` is consumed here (it is part of the cache key) and never sent to a
 backend, which would reject the unknown parameter.
@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 from autogen_core.models import ChatCompletionClient, CreateResult, LLMMessage
 from pydantic import BaseModel
 
-from synth.cache import CallCache, call_key, reply_validates, score_key
-from synth.logs import redact_error
+from synth.engine.cache import CallCache, call_key, reply_validates, score_key
+from synth.engine.logs import redact_error
 from synth.models.base import ScoreRequest, SupportsLogprobs
 from synth.models.forwarding import ForwardingClient
 from synth.models.limiter import AdaptiveLimit
@@ -87,7 +87,7 @@ class ManagedClient(ForwardingClient):
         super().__init__(inner)
         self.options = options or ClientOptions()
         self.spec = spec
-        #: The run's call cache (set per run folder by :func:`synth.session.build_models`); None = off.
+        #: The run's call cache (set per run folder by :func:`synth.engine.session.build_models`); None = off.
         self.cache = cache
         self._sleep: Sleep = sleep if sleep is not None else asyncio.sleep
         # One semaphore per event loop: asyncio primitives are loop-bound, and a client may outlive one

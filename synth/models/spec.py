@@ -18,8 +18,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict
 
+from synth.engine.logs import REDACTED, redact_urls
 from synth.errors import ModelSpecError
-from synth.logs import REDACTED, redact_urls
 from synth.models.managed import ClientOptions, ManagedClient
 
 Backend = Literal["openai", "local", "replay"]

@@ -20,13 +20,13 @@ from pathlib import Path
 import jinja2
 import yaml
 
+from synth.dataset.outputs import OutputKind, check_output_folder
+from synth.engine.logs import read_events
+from synth.engine.store import RunStore
 from synth.errors import RunFolderError
-from synth.logs import read_events
-from synth.outputs import OutputKind, check_output_folder
 from synth.report.charts import ChartWriter
 from synth.report.model import RunContext, SectionView
 from synth.report.sections import sections_for
-from synth.store import RunStore
 from synth.trajectory import utc_now
 
 REPORT_DIR = "report"
@@ -112,7 +112,7 @@ def write_report(run_dir: Path | str, out: Path | str | None = None) -> ReportRe
 
 def check_target(target: Path, run_folder: Path) -> None:
     """Refuse to replace anything but an earlier report: ``--out`` pointing at a run or a data folder
-    must never delete it (the rule every output folder shares: :mod:`synth.outputs`)."""
+    must never delete it (the rule every output folder shares: :mod:`synth.dataset.outputs`)."""
     check_output_folder(REPORT, target, run_folder)
 
 

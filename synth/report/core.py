@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from synth.logs import error_kind
+from synth.engine.logs import error_kind
 from synth.report.model import BoundedCounter, ChartMaker, RunContext, SectionView, Table, ratio
 from synth.trajectory import Trajectory, Usage
 

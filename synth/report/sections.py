@@ -62,7 +62,7 @@ def graph_section_factory(graph: str) -> SectionFactory | None:
 def _declared_section(graph: str) -> SectionFactory | str | None:
     """The ``report_section`` the run's graph declares; None when the graph cannot be loaded any more
     (a moved graph file, an uninstalled plugin): its run still gets the generic sections."""
-    from synth.session import resolve_graph
+    from synth.engine.session import resolve_graph
 
     try:
         return resolve_graph(graph).report_section if graph else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from synth.export import dpo_features, sft_features
+from synth.dataset.export import dpo_features, sft_features
 from synth.graph import ExportFormat
 from synth.spec.expr import parse_condition
 from synth.spec.model import DpoSpec, SftSpec

@@ -12,13 +12,13 @@ import pytest
 from graphs.atm.graph import GRAPH, NO_PASSAGES, build
 from graphs.atm.seed import AtmSeed, seed_passages
 from graphs.atm.trajectory import AtmScores, preference_pair
+from synth.engine.inputs import read_rows
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.errors import SynthError
 from synth.graph import ModelSet
-from synth.inputs import read_rows
 from synth.metrics import has_answer
 from synth.models import make_client
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
 from synth.trajectory import Trajectory
 from tests.atm_script import GOLD_LP, AtmScript
 

@@ -10,8 +10,8 @@ import pytest
 from datasets import load_dataset
 
 from graphs.atm import GRAPH
+from synth.dataset.export import export_run
 from synth.errors import SynthError
-from synth.export import export_run
 from tests.atm_script import AtmScript
 from tests.graphs.test_atm import france, run_rows, spec, write_jsonl
 

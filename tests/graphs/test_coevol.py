@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from graphs.coevol.graph import GRAPH, merge_judge_scores
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from tests.coevol_script import coevol_responder
 
 

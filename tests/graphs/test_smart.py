@@ -11,12 +11,12 @@ import pytest
 
 from graphs.smart.exports import exact_match_reward
 from graphs.smart.graph import GRAPH, SmartSeed, build, span_in_passage
+from synth.engine.inputs import read_rows
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.graph import ModelSet
-from synth.inputs import read_rows
 from synth.metrics import exact_match, normalize_answer
 from synth.retrieval import CorpusError
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
 from synth.trajectory import Trajectory
 from tests.smart_script import INVENTED_SPAN, smart_responder
 
@@ -231,7 +231,7 @@ def smart_run(tmp_path: Path, openai_server: Any) -> Path:
 def export(run_dir: Path, name: str, out: Path) -> Any:
     from datasets import load_dataset
 
-    from synth.export import export_run
+    from synth.dataset.export import export_run
 
     result = export_run(run_dir, GRAPH, name, out / name)
     assert result.rows > 0, result.describe()

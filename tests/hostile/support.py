@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from synth.session import RunRequest
+from synth.engine.session import RunRequest
 
 ECHO_SPEC = """\
 name: echo

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from synth.cli import app
+from synth.engine.session import RunRequest, run_session
 from synth.errors import OptionError, SynthError
 from synth.registry import load_graph
-from synth.session import RunRequest, run_session
 from tests.hostile.support import echo_graph, seeds
 
 MODEL = "openai:m@http://127.0.0.1:9/v1"  # nothing listens: every test here must fail before any call

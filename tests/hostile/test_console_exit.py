@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from synth.console import EXIT_INTERRUPTED, EXIT_NO_ROW_OK, EXIT_PARTIAL
-from synth.logs import read_events
-from synth.store import RunStore
+from synth.cli.console import EXIT_INTERRUPTED, EXIT_NO_ROW_OK, EXIT_PARTIAL
+from synth.engine.logs import read_events
+from synth.engine.store import RunStore
 from synth.testing.graphs import echo_responder
 from synth.testing.openai_server import OpenAIServer
 from synth.testing.replies import Reply

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.testing.openai_server import OpenAIServer
 from synth.testing.replies import last_user_text, prompt_text, system_text
 from tests.coevol_script import coevol_responder

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from synth.cli import app
+from synth.dataset.export import ExportOptions, export_run
+from synth.engine.session import resolve_graph, run_session
+from synth.engine.store import open_locked
 from synth.errors import RunFolderError
-from synth.export import ExportOptions, export_run
-from synth.session import resolve_graph, run_session
-from synth.store import open_locked
 from tests.hostile.support import request, seeds
 
 

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from synth.cli import app
+from synth.engine.inputs import DEFAULT_MAX_FIELD_BYTES, read_rows
+from synth.engine.session import run_session
+from synth.engine.store import RunStore
 from synth.errors import InputError
-from synth.inputs import DEFAULT_MAX_FIELD_BYTES, read_rows
-from synth.session import run_session
-from synth.store import RunStore
 from tests.hostile.support import echo_graph, request, seeds
 
 
@@ -115,8 +115,8 @@ def test_the_ray_reader_fails_the_same_lines_alone(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     import pyarrow as pa
 
+    from synth.engine.inputs import parse_jsonl_bytes
     from synth.executors.ray_input import JsonlLines
-    from synth.inputs import parse_jsonl_bytes
 
     path = _write(
         tmp_path / "s.jsonl",

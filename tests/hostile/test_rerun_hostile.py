@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from synth.dataset.export import export_run
+from synth.engine.session import resolve_graph, run_session
+from synth.engine.status import read_status
+from synth.engine.store import RunStore
 from synth.errors import RunFolderError
-from synth.export import export_run
-from synth.session import resolve_graph, run_session
-from synth.status import read_status
-from synth.store import RunStore
 from tests.hostile.support import request, seeds
 
 

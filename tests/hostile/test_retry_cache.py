@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from synth.cache import CallCache
-from synth.session import CACHE_FILE, RunRequest, run_session
-from synth.store import RunStore
+from synth.engine.cache import CallCache
+from synth.engine.session import CACHE_FILE, RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.testing.graphs import echo_responder
 from synth.testing.openai_server import OpenAIServer
 

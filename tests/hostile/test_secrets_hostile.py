@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from synth.dataset.export import export_run
+from synth.dataset.hub import PushError, check_no_secrets, plan_push
+from synth.engine.logs import redact, redact_urls, url_secrets
+from synth.engine.session import resolve_graph, run_session
+from synth.engine.status import read_status, render_status
 from synth.errors import ModelSpecError
-from synth.export import export_run
-from synth.hub import PushError, check_no_secrets, plan_push
-from synth.logs import redact, redact_urls, url_secrets
 from synth.models.spec import parse_spec, public_spec
-from synth.session import resolve_graph, run_session
-from synth.status import read_status, render_status
 from tests.hostile.support import request, seeds
 
 PASSWORD = "Hunter2-very-secret"
@@ -109,7 +109,7 @@ async def test_push_refuses_a_folder_holding_url_credentials(tmp_path: Path, ope
 async def test_an_option_value_with_url_credentials_is_not_written(
     tmp_path: Path, openai_server: Any
 ) -> None:
-    from synth.store import RunStore
+    from synth.engine.store import RunStore
 
     store = RunStore(tmp_path / "run")
     store.write_config(

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from autogen_core.models import UserMessage
 
+from synth.engine.session import RunRequest, run_session
 from synth.models import ClientOptions, ManagedClient, make_client
 from synth.models.reply_guard import GarbageReplyError, ReplyTooLargeError
-from synth.session import RunRequest, run_session
 from synth.testing.graphs import echo_responder
 from synth.testing.openai_server import OpenAIServer, build_parser
 from synth.testing.replies import GARBAGE_KINDS, Reply

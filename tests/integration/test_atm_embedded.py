@@ -16,10 +16,10 @@ import pytest
 
 from graphs.atm.graph import generator_messages
 from roles.atm import Fabrication
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from synth.models.base import ScoreRequest
 from synth.models.local import LocalChatCompletionClient
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
 from tests.models.test_local_backend import _direct_nll
 from tests.paths import DATA
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from roles.coevol import ROLES
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 
 pytestmark = pytest.mark.slow
 

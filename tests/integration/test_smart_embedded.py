@@ -14,8 +14,8 @@ import pytest
 
 from graphs.smart import GRAPH
 from roles.smart import ROLES
-from synth.session import RunRequest, run_session
-from synth.store import RunStore
+from synth.engine.session import RunRequest, run_session
+from synth.engine.store import RunStore
 from tests.paths import DATA
 
 

@@ -21,10 +21,10 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from synth.console import EXIT_NO_ROW_OK
+from synth.cli.console import EXIT_NO_ROW_OK
+from synth.engine.store import RunStore
 from synth.models.local import model_path
 from synth.serving import serve_folder
-from synth.store import RunStore
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from roles.atm import ATTACKER, GENERATOR, generator_inputs
-from synth.cli_train import train_app
-from synth.store import RunStore
+from synth.cli.train import train_app
+from synth.engine.store import RunStore
 from tests.atm_script import AtmScript
 from tests.tiny import build_tiny_model
 from train.atm_config import AtmSettings, load_atm_settings

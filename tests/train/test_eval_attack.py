@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from graphs.atm import GRAPH
-from synth.cli_eval import eval_app
-from synth.export import export_run
-from synth.store import RunStore
+from synth.cli.eval import eval_app
+from synth.dataset.export import export_run
+from synth.engine.store import RunStore
 from tests.atm_script import AtmScript
 from tests.graphs.test_atm import france, run_rows
 from tests.train.fixtures_train import tiny_model

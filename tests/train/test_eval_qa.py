@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from synth.chat_template import render_prompt
-from synth.cli_eval import eval_app
+from synth.cli.eval import eval_app
 from synth.metrics import normalize_answer
 from synth.testing.openai_server import OpenAIServer
 from tests.train.fixtures_train import tiny_model, write_jsonl

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli_eval import eval_app
+from synth.cli.eval import eval_app
 from synth.testing.openai_server import OpenAIServer
 from tests.train.fixtures_train import write_jsonl
 from train.errors import TrainError

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli_train import _reward_sources, train_app
+from synth.cli.train import _reward_sources, train_app
 from synth.testing.replies import by_substring
 from tests.train.fixtures_rl import GOLD, QUESTIONS, rl_export
 from tests.train.fixtures_train import base_settings, tiny_model, write_dataset
 from train.config import ConfigError, GRPOSettings, RewardSource
 from train.errors import TrainError
 from train.grpo import run_grpo
-from train.rewards import JudgeReward, RuleReward
+from train.reward_sources import JudgeReward, RuleReward
 from train.runfolder import RunResult
 
 

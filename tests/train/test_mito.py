@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from tests.train.fixtures_train import PASSAGE, base_settings, tiny_model, write_dataset
-from train.common import load_tokenizer
 from train.config import MITOSettings
 from train.errors import TrainError
+from train.job import build_plan
 from train.mito import IGNORE, build_mito_trainer, mito_loss, run_mito, tokenize_row
+from train.model_setup import load_tokenizer
 from train.runfolder import RunResult
-from train.runner import build_plan
 
 FABRICATION = "Hamlet is a comedy written by Christopher Marlowe in 1720, as every historian agrees."
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(
 def test_synth_train_ppo_exits_with_how_to_create_the_ppo_environment() -> None:
     # The real console entry point, as a user runs it: exit status 2 and the instructions on stderr.
     done = subprocess.run(
-        [sys.executable, "-c", "from synth.cli import main; main()", "train", "ppo", "--model", "m"],
+        [sys.executable, "-c", "from synth.cli.root import main; main()", "train", "ppo", "--model", "m"],
         capture_output=True,
         text=True,
         timeout=120,

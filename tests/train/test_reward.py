@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli_train import train_app
+from synth.cli.train import train_app
 from tests.train.fixtures_train import base_settings, dpo_row, tiny_model, write_dataset
 from train.config import RewardSettings
 from train.errors import TrainError
-from train.reward import run_reward
-from train.rewards import load_reward_model
+from train.reward_model import run_reward
+from train.reward_sources import load_reward_model
 from train.runfolder import RunResult
 
 

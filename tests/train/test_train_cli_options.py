@@ -1,6 +1,6 @@
 """`synth train <method>`: each command's options (flags, order, defaults, help) and the config keys they set.
 
-The commands are built from one factory (synth/cli_train.py); the expectations below are written out by
+The commands are built from one factory (synth/cli/train.py); the expectations below are written out by
 hand from the commands as they were written one by one, so a factory change that drops, reorders or
 rewords an option, or sends a flag to another config key, fails here.
 """
@@ -16,8 +16,8 @@ import typer
 import typer.main
 from typer.testing import CliRunner
 
-from synth import cli_train
-from synth.cli_train import train_app
+from synth.cli import train as cli_train
+from synth.cli.train import train_app
 
 SHARED_HELP = {
     "--config": "YAML config (keys: docs/training.md).",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli_train import train_app
+from synth.cli.train import train_app
 from train.config import (
     ConfigError,
     DPOSettings,

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 from typer.testing import CliRunner
 
-from synth.cli_train import train_app
+from synth.cli.train import train_app
 from tests.train.fixtures_train import (
     base_settings,
     dpo_row,

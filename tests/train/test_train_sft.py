@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from synth.cli_train import train_app
+from synth.cli.train import train_app
 from tests.train.fixtures_train import (
     ANSWER,
     PASSAGE,
@@ -22,11 +22,11 @@ from tests.train.fixtures_train import (
     write_dataset,
     write_jsonl,
 )
-from train.common import load_tokenizer
 from train.config import SFTSettings
 from train.eval import run_qa_eval
+from train.job import build_plan
+from train.model_setup import load_tokenizer
 from train.runfolder import RunResult
-from train.runner import build_plan
 from train.sft import build_sft_trainer, run_sft
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from tests.train.fixtures_rl import GOLD, rl_export
 from tests.train.fixtures_train import base_settings, tiny_model
-from train.common import load_tokenizer
 from train.config import PPOSettings
 from train.data import load_rows
+from train.model_setup import load_tokenizer
 from train.ppo import rule_reward_model, run_ppo, tokenize_prompts
 from train.runfolder import RunResult
 
@@ -84,7 +84,7 @@ def test_ppo_full_with_a_reward_model_as_reward_and_critic(model_dir: Path, tmp_
 def test_ppo_dry_run_from_the_command_line(model_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from synth.cli_train import train_app
+    from synth.cli.train import train_app
 
     data = rl_export(tmp_path / "rl")
     out = tmp_path / "out"

@@ -3,8 +3,8 @@
 One Python process runs the whole engine on one core (asyncio, the GIL): at fast backends (a local vLLM,
 the loopback server) its CPU per call, not the backend, limits the rows per second. With ``--workers N``
 the parent process keeps the run folder's lock, the progress bar and the log, and forks N workers. Worker
-``i`` runs the ordinary async :class:`~synth.runner.Runner` over the input rows whose index is ``i`` modulo
-``N`` (every worker reads the whole input, so identical rows get the ids a one-process run gives them),
+``i`` runs the ordinary async :class:`~synth.engine.runner.Runner` over the input rows whose index is ``i``
+modulo ``N`` (every worker reads the whole input, so identical rows get the ids a one-process run gives them),
 with its own model clients, checkpointer and call-cache connection on the folder's shared SQLite files:
 
 * **exactly once**: the shards are disjoint, and every record is an ``INSERT OR REPLACE`` keyed by the
@@ -41,8 +41,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from synth.engine.runner import RunSummary
 from synth.errors import SynthError
-from synth.runner import RunSummary
 from synth.trajectory import Trajectory, Usage
 
 #: Rows per worker below which the automatic rule does not fork (start-up and memory cost more than it saves).
@@ -92,7 +92,7 @@ async def run_workers(
     death_read, death_write = os.pipe()  # the parent holds the write end: EOF in a worker = parent gone
     workers: list[_Worker] = []
     # Objects alive now are shared with the workers copy-on-write; frozen, a worker's collector (and its
-    # own gc.freeze, synth.runner.quiet_gc) never walks them, which would copy every page of the heap.
+    # own gc.freeze, synth.engine.runner.quiet_gc) never walks them, which would copy every page of the heap.
     gc.freeze()
     try:
         for index in range(count):
@@ -216,9 +216,9 @@ def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[
 
     Creates the shared SQLite files first, in this process: switching a new file to WAL takes a lock
     that SQLite does not wait for, so N workers creating it at once would fail with "database is locked"."""
-    from synth.cache import CallCache
-    from synth.checkpoints import InlineSqliteSaver
-    from synth.session import CACHE_FILE
+    from synth.engine.cache import CallCache
+    from synth.engine.checkpoints import InlineSqliteSaver
+    from synth.engine.session import CACHE_FILE
 
     if request.checkpoints:
         with InlineSqliteSaver.open(folder / "checkpoints.sqlite"):
@@ -229,10 +229,10 @@ def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[
     async def work(
         index: int, on_record: Callable[[Trajectory], None], on_skip: Callable[[], None]
     ) -> RunSummary:
-        from synth.inputs import read_rows
-        from synth.runner import Runner
-        from synth.session import build_models, client_report
-        from synth.store import RunStore
+        from synth.engine.inputs import read_rows
+        from synth.engine.runner import Runner
+        from synth.engine.session import build_models, client_report
+        from synth.engine.store import RunStore
 
         mine = request.model_copy(
             update={

@@ -39,7 +39,7 @@ def push_command(
     """Push an export folder (its card and data files) to a dataset repo on the Hugging Face Hub.
 
     Token: HF_TOKEN or the `hf auth login` cache. Re-pushing unchanged files makes no new commit."""
-    from synth.hub import check_no_secrets, plan_push, push, resolve_token, secret_values
+    from synth.dataset.hub import check_no_secrets, plan_push, push, resolve_token, secret_values
 
     plan = plan_push(folder, repo, revision=revision, private=private, commit_message=commit_message)
     if dry_run:

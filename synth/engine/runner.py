@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from synth import __version__
-from synth.cache import CALL_SCOPE
-from synth.checkpoints import InlineSqliteSaver, replays_history
+from synth.engine.cache import CALL_SCOPE
+from synth.engine.checkpoints import InlineSqliteSaver, replays_history
+from synth.engine.inputs import SeedRow
+from synth.engine.logs import redact, secret_values
+from synth.engine.store import RunStore
 from synth.graph import ModelSet, SynthGraph, steps_of
-from synth.inputs import SeedRow
-from synth.logs import redact, secret_values
 from synth.sampling import effective_sampling
-from synth.store import RunStore
 from synth.trajectory import Provenance, Trajectory, Usage, content_hash, row_key, trajectory_id, utc_now
 
 WRITE_BATCH = 64
@@ -125,7 +125,7 @@ class Runner:
         before the slice, so identical rows get the ids a whole-input run gives them; and ``skip``: ids
         already stored elsewhere (the run's merged store), treated like records of this store.
         ``shard=(i, n)`` runs only the rows whose input index is ``i`` modulo ``n`` (worker ``i`` of ``n``,
-        :mod:`synth.workers`); every row still counts for the ids of identical rows after it.
+        :mod:`synth.engine.workers`); every row still counts for the ids of identical rows after it.
         """
         summary = RunSummary()
         started = time.perf_counter()

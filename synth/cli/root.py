@@ -13,18 +13,18 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from synth.batch_progress import DEFAULT_EVERY_S
-from synth.cli_check import check_command
-from synth.cli_data import export_command, filter_command
-from synth.cli_eval import eval_app
-from synth.cli_graphs import graphs_app, roles_app
-from synth.cli_index import index_app
-from synth.cli_push import push_command
-from synth.cli_report import report_command
-from synth.cli_train import train_app
+from synth.cli.check import check_command
+from synth.cli.data import export_command, filter_command
+from synth.cli.eval import eval_app
+from synth.cli.graphs import graphs_app, roles_app
+from synth.cli.index import index_app
+from synth.cli.progress import DEFAULT_EVERY_S
+from synth.cli.push import push_command
+from synth.cli.report import report_command
+from synth.cli.train import train_app
+from synth.engine.inputs import DEFAULT_MAX_FIELD_BYTES
 from synth.errors import SynthError
 from synth.extras import check_project_packages, missing_extra
-from synth.inputs import DEFAULT_MAX_FIELD_BYTES
 
 app = typer.Typer(
     help="Synthesize training data with multi-agent role graphs, and train on it.",
@@ -199,7 +199,7 @@ def run(
     """Run GRAPH over the input rows into a run folder; re-running the same command resumes.
 
     GRAPH is a registered name, ``package.module:NAME`` / ``path/file.py:NAME``, or ``path/graph.yaml``."""
-    from synth.session import RunRequest, run_session
+    from synth.engine.session import RunRequest, run_session
 
     options = _parse_options(option)
     if corpus is not None:
@@ -237,7 +237,7 @@ def run(
         ray_actors=ray_actors,
         workers=workers,
     )
-    from synth import console as terminal
+    from synth.cli import console as terminal
 
     with terminal.terminal_library_logs(verbose):
         try:
@@ -271,7 +271,7 @@ def status(
     ] = None,
 ) -> None:
     """Counts by status, failed rows by kind, tokens (and cost), and the last run's rate and retries."""
-    from synth.status import read_status, render_status
+    from synth.engine.status import read_status, render_status
 
     render_status(read_status(run_dir), Console(), price_in=price_in, price_out=price_out)
 

@@ -26,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from synth.logs import RunLog, read_events
+from synth.engine.logs import RunLog, read_events
 
 #: Loggers of the libraries under the engine: their records never reach the terminal during a run.
 LIBRARY_LOGGERS = (

@@ -1,11 +1,11 @@
 """Trajectories -> TRL-ready Hugging Face datasets (parquet + a dataset card).
 
-Every graph exports through one registry, :func:`formats_for`: the standard formats of :mod:`synth.reuse`
-(``sft``, ``dpo``, ``corrections``, ``rl``) overlaid with the graph's own (same name: the graph's wins).
-Rows are streamed from the run's store into a parquet file with an explicit schema, so a 100k-row export
-never sits in memory and an export with zero rows is still a valid, typed dataset. With ``--split`` or
-``--shuffle`` the streamed rows are then read back once (Arrow, memory-mapped) and written per split.
-The export says how many rows it wrote and, when none, why.
+Every graph exports through one registry, :func:`formats_for`: the standard formats of
+:mod:`synth.dataset.reuse` (``sft``, ``dpo``, ``corrections``, ``rl``) overlaid with the graph's own (same
+name: the graph's wins). Rows are streamed from the run's store into a parquet file with an explicit schema,
+so a 100k-row export never sits in memory and an export with zero rows is still a valid, typed dataset. With
+``--split`` or ``--shuffle`` the streamed rows are then read back once (Arrow, memory-mapped) and written per
+split. The export says how many rows it wrote and, when none, why.
 """
 
 from __future__ import annotations
@@ -18,17 +18,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.card import EXPORT_MARK, CardData, data_file, render_card
+from synth.dataset.card import EXPORT_MARK, CardData, data_file, render_card
+from synth.dataset.formats import dpo_features, sft_features, user_turn
+from synth.dataset.outputs import OutputKind, check_output_folder
+from synth.dataset.reuse import standard_exports
+from synth.dataset.splits import assign
+from synth.engine.status import read_status
+from synth.engine.store import RunLock, RunStore
 from synth.errors import ExportError
 from synth.filters import read_summary
-from synth.formats import dpo_features, sft_features, user_turn
 from synth.graph import ExportFormat, SynthGraph
-from synth.outputs import OutputKind, check_output_folder
-from synth.reuse import standard_exports
 from synth.sampling import effective_sampling, truncated_steps
-from synth.splits import assign
-from synth.status import read_status
-from synth.store import RunLock, RunStore
 
 __all__ = [
     "ExportOptions",

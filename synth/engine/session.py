@@ -29,13 +29,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from synth.batch_progress import BatchProgress
-from synth.cache import CallCache
-from synth.console import FailureLines, route_library_logs
-from synth.errors import SynthError, unknown_roles
-from synth.extras import require_extra
-from synth.graph import ModelSet, SynthGraph
-from synth.inputs import (
+from synth.cli.console import FailureLines, route_library_logs
+from synth.cli.progress import BatchProgress
+from synth.engine.cache import CallCache
+from synth.engine.inputs import (
     DEFAULT_MAX_FIELD_BYTES,
     check_input,
     count_rows,
@@ -44,18 +41,21 @@ from synth.inputs import (
     recorded_inputs,
     same_input,
 )
-from synth.logs import RunLog, error_kind
+from synth.engine.logs import RunLog, error_kind
+from synth.engine.run_folder import open_folder
+from synth.engine.runner import Runner, RunSummary, run_fingerprint
+from synth.engine.store import RunStore, open_locked
+from synth.engine.trace import NodeTrace
+from synth.errors import SynthError, unknown_roles
+from synth.extras import require_extra
+from synth.graph import ModelSet, SynthGraph
 from synth.models.preflight import apply_mode, preflight
 from synth.models.reply_guard import DEFAULT_MAX_REPLY_BYTES
 from synth.models.spec import parse_spec
 from synth.registry import available, load_graph
-from synth.run_folder import open_folder
-from synth.runner import Runner, RunSummary, run_fingerprint
 from synth.sampling import backend_defaults
 from synth.sampling import check_roles as check_sampling_roles
 from synth.sampling import validate as validate_sampling
-from synth.store import RunStore, open_locked
-from synth.trace import NodeTrace
 from synth.trajectory import Trajectory
 
 CACHE_FILE = "calls.sqlite"
@@ -100,14 +100,15 @@ class RunRequest(BaseModel):
     #: Print every finished node of every row (not stored in config.yaml: it changes no result).
     trace: bool = False
     #: Seconds between plain progress lines on stdout; 0 = none. ``synth run`` sets it when stdout is not a
-    #: terminal (synth/batch_progress.py). Not stored in config.yaml either.
+    #: terminal (synth/cli/progress.py). Not stored in config.yaml either.
     progress_every: float = Field(default=0.0, ge=0)
     #: ``asyncio`` (this process) or ``ray`` (blocks of rows on a Ray cluster; docs/ray.md).
     executor: Literal["asyncio", "ray"] = "asyncio"
     ray_address: str | None = None
     ray_block_rows: int = Field(default=100, ge=1)
     ray_actors: int = Field(default=2, ge=1)
-    #: Worker processes on this machine (``synth.workers``); None: :func:`synth.workers.auto_workers`.
+    #: Worker processes on this machine (``synth.engine.workers``);
+    #: None: :func:`synth.engine.workers.auto_workers`.
     workers: int | None = Field(default=None, ge=1)
 
 
@@ -289,7 +290,7 @@ def _reset(store: RunStore) -> None:
 
 def resolve_workers(request: RunRequest, specs: dict[str, str]) -> int:
     """``request.workers``, checked against the options it cannot go with, or the automatic rule."""
-    from synth.workers import auto_workers
+    from synth.engine.workers import auto_workers
 
     if request.workers is None:
         if request.executor != "asyncio" or request.trace:
@@ -342,7 +343,7 @@ async def _run(
                 request, store, runner.fingerprint, on_record=bar.on_record, on_skip=bar.on_skip
             )
         elif workers > 1:
-            from synth.workers import folder_work, run_workers
+            from synth.engine.workers import folder_work, run_workers
 
             started = time.perf_counter()
             summary = await run_workers(

@@ -3,7 +3,7 @@ explicit flags.
 
 Precedence: config file < ``--set`` < explicit flags. ``--dry-run`` prints the resolved plan (device,
 precision, trainable parameters, dataset size) without loading weights. Re-running the same command
-resumes from the last checkpoint; ``--fresh`` starts over. Multi-GPU: ``accelerate launch -m synth.cli
+resumes from the last checkpoint; ``--fresh`` starts over. Multi-GPU: ``accelerate launch -m synth.cli.root
 train sft -c CONFIG`` (same config; see docs/training.md).
 
 Every method is one :class:`Method` value (its own options, its runner); :func:`command` builds the typer
@@ -128,7 +128,7 @@ def _say(text: str) -> None:
 
 
 def _report(outcome: Any) -> None:
-    from train.runner import Plan
+    from train.job import Plan
 
     if isinstance(outcome, list):
         for item in outcome:
@@ -253,7 +253,7 @@ METHODS = (
     Method(
         "reward",
         "Reward model (one-output classification head) on preference pairs, for grpo/ppo rewards.",
-        "train.reward:run_reward",
+        "train.reward_model:run_reward",
         (_PREFERENCES,),
     ),
     Method(

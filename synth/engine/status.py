@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from synth.engine.logs import error_kind, read_events, redact_urls
 from synth.errors import RunFolderError
-from synth.logs import error_kind, read_events, redact_urls
 
 LOG_FILE = "log.jsonl"
 

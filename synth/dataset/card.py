@@ -5,7 +5,7 @@ The Hugging Face hub reads the YAML front matter (``configs``/``data_files``, ``
 how the data was made (graph, roles with template hashes, models and sampling, seed data and its license,
 counts by status and by filter reason, token usage), shows a sample record and how to load and train on it.
 Only values that the run folder records are used, the run's ``config.yaml`` never holds secrets, and the
-finished text is passed through :func:`synth.logs.redact` all the same.
+finished text is passed through :func:`synth.engine.logs.redact` all the same.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from synth.logs import redact
+from synth.engine.logs import redact
 
 TASKS = {
     "sft": ["text-generation"],
@@ -58,7 +58,7 @@ def size_category(rows: int) -> str:
 
 @dataclass
 class CardData:
-    """Everything a card says, gathered by :func:`synth.export.export_run`."""
+    """Everything a card says, gathered by :func:`synth.dataset.export.export_run`."""
 
     format_name: str
     format_description: str

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 CARD = "README.md"
 DATA_DIR = "data/"
-LOAD_PLACEHOLDER = "PATH_OR_REPO"  # synth.card writes it in the card's load_dataset example
+LOAD_PLACEHOLDER = "PATH_OR_REPO"  # synth.dataset.card writes it in the card's load_dataset example
 SECRET_NAME = re.compile(r"TOKEN|API_KEY|SECRET|PASSWORD|_KEY$", re.IGNORECASE)
 MIN_SECRET_LENGTH = 12
 
@@ -205,7 +205,7 @@ def secret_values(env: Mapping[str, str], token: str | None = None) -> dict[str,
 def check_no_secrets(plan: PushPlan, secrets: Mapping[str, str]) -> None:
     """Refuse the push when a secret's value, or a credential embedded in a URL (``user:PASSWORD@``,
     ``?api_key=``), is in the card or any data cell (decoded, not raw bytes)."""
-    from synth.logs import url_secrets
+    from synth.engine.logs import url_secrets
 
     for path, text in _texts(plan):
         if url_secrets(text):

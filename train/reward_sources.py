@@ -164,7 +164,7 @@ def load_reward_model(path: str, dtype: Any = None) -> tuple[Any, Any]:
     """
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from train.common import load_tokenizer
+    from train.model_setup import load_tokenizer
 
     folder = reward_model_folder(path)
     adapter_file = folder / "adapter_config.json"

@@ -24,7 +24,7 @@ def _roles_group() -> None:
 @graphs_app.command("list")
 def list_graphs() -> None:
     """Name, description, roles and export formats of every installed graph."""
-    from synth.export import formats_for
+    from synth.dataset.export import formats_for
 
     table = Table("graph", "description", "roles", "exports")
     for name in sorted(available()):
@@ -42,8 +42,8 @@ def show_graph(
     ] = None,
 ) -> None:
     """Print the graph's topology as Mermaid (paste into any Mermaid viewer, or GitHub markdown)."""
+    from synth.engine.session import resolve_graph
     from synth.pictures import render_png
-    from synth.session import resolve_graph
 
     graph = resolve_graph(name)
     print(mermaid(graph))

@@ -1,6 +1,6 @@
 """One training run, whatever the method: resolve the plan, prepare the run folder, train, save.
 
-Each method's module (``sft.py``, ``dpo.py``, ``reward.py``, ``grpo.py``, ``ppo.py``, ``mito.py``) only
+Each method's module (``sft.py``, ``dpo.py``, ``reward_model.py``, ``grpo.py``, ``ppo.py``, ``mito.py``) only
 builds its TRL trainer, from the arguments :class:`Job` gives all of them alike; everything around it
 (hardware, precision, data, resume, outputs, merge) is here so all behave the same. Under ``accelerate
 launch`` every process runs this; only the main process writes the run folder's files besides what the
@@ -17,7 +17,19 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from synth.extras import require_extra
-from train.common import (
+from train.config import (
+    CommonSettings,
+    DPOSettings,
+    GRPOSettings,
+    Kind,
+    MITOSettings,
+    PPOSettings,
+    RewardSettings,
+    SFTSettings,
+    dump_settings,
+)
+from train.data import Format, fingerprint, is_conversational, load_rows, prepare
+from train.model_setup import (
     Hardware,
     Resolved,
     check_report_to,
@@ -32,18 +44,6 @@ from train.common import (
     torch_dtype,
     trainer_arguments,
 )
-from train.config import (
-    CommonSettings,
-    DPOSettings,
-    GRPOSettings,
-    Kind,
-    MITOSettings,
-    PPOSettings,
-    RewardSettings,
-    SFTSettings,
-    dump_settings,
-)
-from train.data import Format, fingerprint, is_conversational, load_rows, prepare
 from train.runfolder import RunFolder, RunResult, is_main_process, merge_adapter, prepare_synced, write_json
 from train.speed import use_compact_head
 
@@ -107,7 +107,7 @@ class Job:
     head: str = "causal"  # "score": a reward model (sequence classification)
 
     def config_arguments(self, only_fields_of: type | None = None) -> dict[str, Any]:
-        """The run's shared TRL config arguments (:func:`train.common.trainer_arguments`).
+        """The run's shared TRL config arguments (:func:`train.model_setup.trainer_arguments`).
 
         ``only_fields_of``: keep only the fields that config dataclass has (GRPO's and PPO's configs lack
         some of the shared ones); without it an unknown field stays an error.

@@ -7,7 +7,7 @@ adapter is a ``SEQ_CLS`` adapter: the new score head is trained in full and save
 with the chat template, exactly as GRPO/PPO render prompt + completion when they score) or plain strings.
 
 The trained model is used by ``synth train grpo`` / ``ppo`` (``rewards: [{kind: model, model: RUN}]``) via
-:func:`train.rewards.load_reward_model`.
+:func:`train.reward_sources.load_reward_model`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any, Unpack
 
 from train.config import RewardSettings
+from train.job import Job, Plan, RunOptions, execute
 from train.runfolder import RunResult
-from train.runner import Job, Plan, RunOptions, execute
 
 
 def build_reward_trainer(job: Job) -> Any:

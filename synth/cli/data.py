@@ -13,8 +13,8 @@ console = Console(stderr=True)
 
 
 def _graph_of(run_dir: Path) -> object:
-    from synth.session import resolve_graph
-    from synth.store import RunStore
+    from synth.engine.session import resolve_graph
+    from synth.engine.store import RunStore
 
     store = RunStore(run_dir)
     try:
@@ -62,9 +62,9 @@ def export_command(
     ] = False,
 ) -> None:
     """Export a run's ok trajectories as a Hugging Face dataset (parquet + card) for load_dataset(OUT)."""
-    from synth.export import ExportOptions, export_run, formats_for
+    from synth.dataset.export import ExportOptions, export_run, formats_for
+    from synth.dataset.splits import parse_split
     from synth.graph import SynthGraph
-    from synth.splits import parse_split
 
     graph = _graph_of(run_dir)
     assert isinstance(graph, SynthGraph)

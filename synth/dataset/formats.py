@@ -1,8 +1,9 @@
 """Column schemas and message helpers shared by every export format (generic and graph-specific).
 
-Kept apart from :mod:`synth.export` (which writes datasets) so format modules — :mod:`synth.reuse` and the
-graphs' ``*_exports`` modules — can import them without importing the writer. ``datasets`` is imported
-lazily: it is heavy, and a graph module is imported by every ``synth`` command.
+Kept apart from :mod:`synth.dataset.export` (which writes datasets) so format modules —
+:mod:`synth.dataset.reuse` and the graphs' ``*_exports`` modules — can import them without importing the
+writer. ``datasets`` is imported lazily: it is heavy, and a graph module is imported by every ``synth``
+command.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
+from synth.engine.logs import redact_urls
 from synth.errors import RunFolderError
-from synth.logs import redact_urls
 from synth.trajectory import Trajectory, utc_now
 
 #: One ``records`` row as inserted: id, status, source, error, record JSON, updated_at.

@@ -6,7 +6,7 @@ trajectory, the prompt and the candidate answers it produced, each with a score 
 better) and, when an environment judged it, whether it is correct. A graph declares them in one of two ways:
 
 * its ``to_trajectory`` writes ``result["candidates"]`` as a :class:`Candidates` dict (nothing else to do:
-  :func:`synth.export.formats_for` adds the standard formats to every graph), or
+  :func:`synth.dataset.export.formats_for` adds the standard formats to every graph), or
 * its exports module passes an adapter from its own ``result`` to :func:`standard_exports` (CoEvol, SMART:
   their stored runs predate this, and an adapter keeps them exportable).
 
@@ -31,14 +31,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from synth.errors import ExportError
-from synth.formats import (
+from synth.dataset.formats import (
     assistant_turn,
     dpo_features,
     prompt_completion_features,
     rl_features,
     sft_features,
 )
+from synth.errors import ExportError
 from synth.graph import ExportFormat
 from synth.trajectory import Trajectory
 
@@ -98,7 +98,7 @@ def result_candidates(trajectory: Trajectory) -> Candidates | None:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ExportError(
             f"trajectory {trajectory.id} (graph '{trajectory.graph}'): result.candidates is invalid: "
-            f"{problems}. See synth.reuse.Candidates for the shape to_trajectory must write."
+            f"{problems}. See synth.dataset.reuse.Candidates for the shape to_trajectory must write."
         ) from None
 
 
@@ -154,7 +154,7 @@ def standard_exports(
             "reference": best.text if best else "",
         }
 
-    no_candidates = "no ok trajectory declares candidate answers (result.candidates, see synth.reuse)"
+    no_candidates = "no ok trajectory declares candidate answers (result.candidates, see synth.dataset.reuse)"
     no_pair = "no ok trajectory has a better and a worse answer (scores all equal, or a single candidate)"
     reasons = {"sft": no_candidates, "dpo": no_pair, "corrections": no_pair, "rl": no_candidates}
     reasons.update(empty_reasons or {})

@@ -9,12 +9,12 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from synth.engine.inputs import recorded_inputs, same_input
 from synth.errors import RunFolderError
-from synth.inputs import recorded_inputs, same_input
 
 if TYPE_CHECKING:
+    from synth.engine.session import RunRequest
     from synth.graph import SynthGraph
-    from synth.session import RunRequest
 
 
 def open_folder(
