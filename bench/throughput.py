@@ -249,9 +249,14 @@ def profile_engine(
     profiler.stop()
     tree = profiler.output_text(unicode=False, color=False, show_all=False)
     flat = profiler.output_text(unicode=False, color=False, flat=True)
-    by_package = self_time_by_package(profiler)
+    detail: dict[str, float] = {}
+    by_package = self_time_by_package(profiler, detail)
+    idle = by_package.pop(WAITING, 0.0)
     total = sum(by_package.values()) or 1.0
     summary = "\n".join(f"{100 * t / total:5.1f} %  {name}" for name, t in by_package.items())
+    summary += f"\n(shares of the samples outside the loop's epoll wait; {WAITING}: {idle:.2f} s)\n\n"
+    top = sorted(detail.items(), key=lambda kv: -kv[1])[:30]
+    summary += "\n".join(f"{100 * t / total:5.1f} %  {name}" for name, t in top)
     where = f"C = {concurrency}, " + (f"{latency_ms:g} ms latency" if latency_ms else "zero latency")
     cpu = f"{1000 * got['cpu_s'] / rows:.2f} ms CPU per row under the profiler"
     text = (
@@ -267,8 +272,9 @@ def profile_engine(
     return text
 
 
-def self_time_by_package(profiler: Any) -> dict[str, float]:
-    """Sampled self time grouped by where the code lives: which layer the CPU goes to."""
+def self_time_by_package(profiler: Any, detail: dict[str, float] | None = None) -> dict[str, float]:
+    """Sampled self time grouped by where the code lives: which layer the CPU goes to. ``detail`` gets
+    the self time of each function in the :data:`DETAILED` groups."""
     groups = {
         "site-packages/openai/": "openai SDK",
         "site-packages/httpx": "httpx/httpcore/anyio (HTTP)",
@@ -292,16 +298,26 @@ def self_time_by_package(profiler: Any) -> dict[str, float]:
         "<built-in>": "builtins (socket, sqlite, json...)",
     }
     totals: dict[str, float] = {}
-    stack = [profiler.last_session.root_frame()]
+    stack = [(profiler.last_session.root_frame(), "")]
     while stack:
-        frame = stack.pop()
-        stack.extend(frame.children)
+        frame, parent = stack.pop()
+        path = frame.file_path or "<built-in>"
+        stack.extend((child, path) for child in frame.children)
         if frame.is_synthetic:  # "[self]" leaves: their time is in the parent's total_self_time
             continue
-        path = frame.file_path or "<built-in>"
         group = next((g for key, g in groups.items() if key in path), "other (stdlib...)")
+        if "selectors.py" in parent and frame.function.split(".")[-1] in ("poll", "select"):
+            group = WAITING  # the loop waiting for the server: wall time, not CPU
+        if detail is not None and group in DETAILED:
+            name = f"{group.split(' ')[0]}: {frame.function} ({Path(path).name})"
+            detail[name] = detail.get(name, 0.0) + frame.total_self_time
         totals[group] = totals.get(group, 0.0) + frame.total_self_time
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+WAITING = "waiting in epoll (idle, not CPU)"
+#: Groups whose functions are listed one by one under the summary (what "builtins" and "stdlib" are).
+DETAILED = ("builtins (socket, sqlite, json...)", "other (stdlib...)", "langgraph (pregel)")
 
 
 def cases(rows: int, zero_rows: int, coevol_rows: int, workers: int) -> list[Case]:
