@@ -186,7 +186,7 @@ class Runner:
                 occurrence = occurrences[key]
                 occurrences[key] += 1
                 tid = trajectory_id(key, occurrence, self.fingerprint)
-                # every row, not only this worker's shard: a row that moved to another shard's line is kept
+                # every row, not only the ones this worker claims: a row that moved to another's line is kept
                 lines[row.source] = tid
                 if shard is not None and not shard(index):
                     continue

@@ -18,8 +18,9 @@ call-cache connection on the folder's shared SQLite files:
   workers (worker ``i`` gets ``max_calls // N``, plus one for the first ``max_calls % N``), so the
   backend never sees more than ``--max-calls`` calls in flight. With ``--adaptive`` each worker's AIMD
   limit grows up to its share and halves on its own 429s;
-* **a dead worker** (killed, out of memory) ends nothing else: the others finish their rows, then
-  ``synth run`` fails with which worker died; re-running the same command resumes its rows.
+* **a dead worker** (killed, out of memory) ends nothing else: the others go on with every row not yet
+  claimed, then ``synth run`` fails with which worker died; re-running the same command resumes the rows
+  it had in flight.
 
 Workers are forked (not spawned): they start at once, with the graph and libraries already imported
 (a spawned worker would import them again: ~1.5 s of CPU each). They report each stored record and a
@@ -214,7 +215,7 @@ def _merge(workers: list[_Worker]) -> RunSummary:
     if dead:
         what = ", ".join(f"worker {w.index} (pid {w.pid}) {_death(w.status)}" for w in dead)
         raise WorkerError(
-            f"{what}; the other workers finished their rows ({dict(summary.counts)} written). Every stored "
+            f"{what}; the others finished the other rows ({dict(summary.counts)} written). Every stored "
             "record is complete: re-run the same command to resume the rest.",
             summary=summary,
         )
@@ -253,7 +254,7 @@ def merge_client_stats(into: dict[str, Any] | None, stats: dict[str, Any]) -> di
 
 
 def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[..., Any]:
-    """What worker ``i`` of ``count`` runs: :meth:`Runner.run` over its shard of ``request``'s rows into
+    """What worker ``i`` of ``count`` runs: :meth:`Runner.run` over the rows of ``request`` it claims into
     ``folder``, with its share of the call and row limits and its own clients, store and cache handles.
 
     Creates the shared SQLite files first, in this process: switching a new file to WAL takes a lock
