@@ -134,7 +134,7 @@ def child(rows: int, base_url: str, concurrency: int, workers: int = 1, graph: s
         sampler.join()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if workers == 1 else max(samples)
         return {
-            "graph": graph,
+            "graph": graph.replace(f"{REPO}/", ""),  # a committed result names no developer's folders
             "rows": rows,
             "workers": workers,
             "ok": summary.counts.get("ok", 0),
