@@ -112,6 +112,10 @@ class RowClaims:
         self._file.close()
 
 
+#: What a worker runs: ``await work(index, owns, on_record, on_skip)``; ``owns`` is :meth:`RowClaims.owns`.
+Work = Callable[[int, Callable[[int], bool], Callable[[Trajectory], None], Callable[[], None]], Any]
+
+
 @dataclass
 class _Worker:
     index: int
@@ -123,17 +127,19 @@ class _Worker:
 
 async def run_workers(
     count: int,
-    work: Callable[[int, Callable[[Trajectory], None], Callable[[], None]], Any],
+    work: Work,
     *,
     on_record: Callable[[Any], None],
     on_skip: Callable[[], None],
     on_start: Callable[[int, int], None] = lambda index, pid: None,
 ) -> RunSummary:
-    """Fork ``count`` workers; worker ``i`` runs ``await work(i, on_record, on_skip)`` and returns its
-    :class:`RunSummary`. The parent relays records and skips to its callbacks (records as light objects
-    with ``id``, ``status``, ``source``, ``error`` and ``usage.total_tokens``) and merges the summaries."""
+    """Fork ``count`` workers; worker ``i`` runs ``await work(i, owns, on_record, on_skip)`` (``owns``: which
+    input rows it takes, :class:`RowClaims`, shared by the workers) and returns its :class:`RunSummary`.
+    The parent relays records and skips to its callbacks (records as light objects with ``id``,
+    ``status``, ``source``, ``error`` and ``usage.total_tokens``) and merges the summaries."""
     death_read, death_write = os.pipe()  # the parent holds the write end: EOF in a worker = parent gone
     workers: list[_Worker] = []
+    claims = RowClaims()  # the workers' copy of its file stays open in them; this process's closes below
     # Objects alive now are shared with the workers copy-on-write; frozen, a worker's collector (and its
     # own gc.freeze, synth.runner.quiet_gc) never walks them, which would copy every page of the heap.
     gc.freeze()
@@ -148,7 +154,7 @@ async def run_workers(
                 os.close(death_write)
                 for other in workers:
                     os.close(other.events)
-                _child(index, work, events_write, death_read)
+                _child(index, work, claims.owns, events_write, death_read)
             os.close(events_write)
             workers.append(_Worker(index, pid, events_read))
             on_start(index, pid)
@@ -161,6 +167,7 @@ async def run_workers(
                 _signal(worker.pid, signal.SIGTERM)
         raise
     finally:
+        claims.close()
         os.close(death_read)
         os.close(death_write)
         for worker in workers:
@@ -268,10 +275,12 @@ def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[
             pass
     if request.cache:
         CallCache(folder / CACHE_FILE).close()
-    claims = RowClaims()
 
     async def work(
-        index: int, on_record: Callable[[Trajectory], None], on_skip: Callable[[], None]
+        index: int,
+        owns: Callable[[int], bool],
+        on_record: Callable[[Trajectory], None],
+        on_skip: Callable[[], None],
     ) -> RunSummary:
         from synth.inputs import read_rows
         from synth.runner import Runner
@@ -300,7 +309,7 @@ def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[
                 retry_failed=request.retry_failed,
                 on_record=on_record,
                 on_skip=on_skip,
-                shard=claims.owns,
+                shard=owns,
             )
             summary.clients = client_report(models)
             return summary
@@ -318,7 +327,8 @@ def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[
 # -- the worker side --------------------------------------------------------------------------------------
 def _child(
     index: int,
-    work: Callable[[int, Callable[[Trajectory], None], Callable[[], None]], Any],
+    work: Work,
+    owns: Callable[[int], bool],
     events_fd: int,
     death_fd: int,
 ) -> None:  # pragma: no cover - runs in the forked child
@@ -331,7 +341,7 @@ def _child(
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         threading.Thread(target=_exit_with_parent, args=(death_fd,), daemon=True).start()
         events = _Events(events_fd)
-        summary: RunSummary = asyncio.run(work(index, events.record, events.skip))
+        summary: RunSummary = asyncio.run(work(index, owns, events.record, events.skip))
         events.flush()
         events.send("summary", summary_payload(summary))
         code = 0
