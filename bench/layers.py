@@ -15,7 +15,8 @@ too, is not in these figures), and each layer is timed on top of the one below, 
 
 From ``+ call cache`` on, every layer runs on the cached client (each call a miss, as in a first run),
 and all of them under the runner's GC settings (:func:`synth.engine.runner.quiet_gc`). CPU microseconds per
-call (``time.process_time``), medians of ``--repeat`` rounds. Results: ``bench/results/layers.json``.
+call (``time.process_time``), medians of ``--repeat`` rounds. Results: ``bench/results/layers.json`` (with
+the load average: on a busy machine every layer costs more CPU time, so compare layers within one file).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -169,6 +171,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     rounds: list[dict[str, float]] = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(args.repeat):
             with quiet_gc():  # the run's GC settings for every layer (the runner applies them itself)
@@ -180,7 +183,14 @@ def main() -> None:
         print(f"{layer:<20}{us:>10.0f}{us - previous:>10.0f}")
         previous = us
     RESULTS.mkdir(parents=True, exist_ok=True)
-    report = {"us_per_call": medians, "rounds": rounds, "calls": args.calls, "rows": args.rows}
+    report = {
+        "us_per_call": medians,
+        "rounds": rounds,
+        "calls": args.calls,
+        "rows": args.rows,
+        "load_avg_before": load_before,  # CPU time per call grows on a loaded machine (shared caches)
+        "load_avg_after": os.getloadavg(),
+    }
     (RESULTS / "layers.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {RESULTS / 'layers.json'}")
 

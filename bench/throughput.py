@@ -19,9 +19,15 @@ with the scripted judge of ``tests/coevol_script.py``) at C = 64, compared in ca
 Reported (medians over rounds): calls/s (= rows/s for the one-role graph), its fraction of the limit
 ``C / mean latency``, the ratio to the naive client (taken within a round), and CPU ms per call (process
 CPU, worker processes included, over the calls the server counted).
-``--profile`` runs the zero-latency synth case (one worker) under pyinstrument and writes
-``bench/results/profile.txt``; ``bench/layers.py`` gives CPU per layer, measured without HTTP.
-Timings are noisy on a shared machine: compare ratios within one run. Results: bench/results/throughput.json.
+``memory_w2`` (not a throughput case): peak memory of ``synth run --workers 2`` at 1k and 100k rows of the
+one-role graph against a zero-latency server, all processes together (sum of PSS, and the plain sum of
+RSS as an upper bound; :func:`memory.measure`, ``--memory-sizes``); the target is growth <= 200 MB.
+``--profile`` runs one synth case (one worker; ``--profile-concurrency``, ``--profile-latency-ms``, default
+C = 64 at zero latency) under pyinstrument and writes ``bench/results/profile[-C<C>-<ms>ms].txt``;
+``bench/layers.py`` gives CPU per layer, measured without HTTP.
+Timings are noisy on a shared machine: compare ratios within one run (``--out`` names the results file, so
+a run on a loaded machine does not replace an idle one's). Results: bench/results/throughput.json (all
+cases) or throughput-partial.json (``--only``). The full set, and how to read it: bench/README.md.
 """
 
 from __future__ import annotations
@@ -229,32 +235,46 @@ def bench_case(case: Case, server: ServerProcess, seeds: Path, repeat: int) -> d
     return out
 
 
-def profile_zero_latency(server: ServerProcess, seeds: Path, rows: int, concurrency: int) -> str:
+def profile_engine(
+    server: ServerProcess, seeds: Path, rows: int, concurrency: int, latency_ms: float = 0.0
+) -> str:
+    """The one-worker engine under pyinstrument (the main thread: the event loop, where the CPU goes)."""
     from pyinstrument import Profiler
 
-    server.configure(latency={"mean_ms": 0.0, "jitter_ms": 0.0, "straggler_rate": 0.0})
+    jitter = latency_ms / 4
+    server.configure(latency={"mean_ms": latency_ms, "jitter_ms": jitter, "straggler_rate": 0.0})
     profiler = Profiler(async_mode="disabled", interval=0.001)
     profiler.start()
-    asyncio.run(engine(server.base_url, seeds, rows, concurrency, workers=1))
+    got = asyncio.run(engine(server.base_url, seeds, rows, concurrency, workers=1))
     profiler.stop()
     tree = profiler.output_text(unicode=False, color=False, show_all=False)
     flat = profiler.output_text(unicode=False, color=False, flat=True)
-    by_package = self_time_by_package(profiler)
+    detail: dict[str, float] = {}
+    by_package = self_time_by_package(profiler, detail)
+    idle = by_package.pop(WAITING, 0.0)
     total = sum(by_package.values()) or 1.0
     summary = "\n".join(f"{100 * t / total:5.1f} %  {name}" for name, t in by_package.items())
+    summary += f"\n(shares of the samples outside the loop's epoll wait; {WAITING}: {idle:.2f} s)\n\n"
+    top = sorted(detail.items(), key=lambda kv: -kv[1])[:30]
+    summary += "\n".join(f"{100 * t / total:5.1f} %  {name}" for name, t in top)
+    where = f"C = {concurrency}, " + (f"{latency_ms:g} ms latency" if latency_ms else "zero latency")
+    cpu = f"{1000 * got['cpu_s'] / rows:.2f} ms CPU per row under the profiler"
     text = (
-        f"==== self time by package ({rows} rows, zero latency) ====\n{summary}\n\n"
+        f"==== self time by package ({rows} rows, {where}; {cpu}) ====\n{summary}\n\n"
         + tree
         + "\n\n==== flat (self time) ====\n"
         + "\n".join(flat.splitlines()[:80])
     )
     text = text.replace(f"{REPO}/", "")  # a committed result names no developer machine's folders
-    (RESULTS / "profile.txt").write_text(text)
+    default = concurrency == 64 and not latency_ms
+    name = "profile.txt" if default else f"profile-C{concurrency}-{latency_ms:g}ms.txt"
+    (RESULTS / name).write_text(text)
     return text
 
 
-def self_time_by_package(profiler: Any) -> dict[str, float]:
-    """Sampled self time grouped by where the code lives: which layer the CPU goes to."""
+def self_time_by_package(profiler: Any, detail: dict[str, float] | None = None) -> dict[str, float]:
+    """Sampled self time grouped by where the code lives: which layer the CPU goes to. ``detail`` gets
+    the self time of each function in the :data:`DETAILED` groups."""
     groups = {
         "site-packages/openai/": "openai SDK",
         "site-packages/httpx": "httpx/httpcore/anyio (HTTP)",
@@ -278,16 +298,26 @@ def self_time_by_package(profiler: Any) -> dict[str, float]:
         "<built-in>": "builtins (socket, sqlite, json...)",
     }
     totals: dict[str, float] = {}
-    stack = [profiler.last_session.root_frame()]
+    stack = [(profiler.last_session.root_frame(), "")]
     while stack:
-        frame = stack.pop()
-        stack.extend(frame.children)
+        frame, parent = stack.pop()
+        path = frame.file_path or "<built-in>"
+        stack.extend((child, path) for child in frame.children)
         if frame.is_synthetic:  # "[self]" leaves: their time is in the parent's total_self_time
             continue
-        path = frame.file_path or "<built-in>"
         group = next((g for key, g in groups.items() if key in path), "other (stdlib...)")
+        if "selectors.py" in parent and frame.function.split(".")[-1] in ("poll", "select"):
+            group = WAITING  # the loop waiting for the server: wall time, not CPU
+        if detail is not None and group in DETAILED:
+            name = f"{group.split(' ')[0]}: {frame.function} ({Path(path).name})"
+            detail[name] = detail.get(name, 0.0) + frame.total_self_time
         totals[group] = totals.get(group, 0.0) + frame.total_self_time
     return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+
+WAITING = "waiting in epoll (idle, not CPU)"
+#: Groups whose functions are listed one by one under the summary (what "builtins" and "stdlib" are).
+DETAILED = ("builtins (socket, sqlite, json...)", "other (stdlib...)", "langgraph (pregel)")
 
 
 def cases(rows: int, zero_rows: int, coevol_rows: int, workers: int) -> list[Case]:
@@ -324,6 +354,28 @@ def cases(rows: int, zero_rows: int, coevol_rows: int, workers: int) -> list[Cas
     ]
 
 
+MEMORY_CASE = "memory_w2"
+
+
+def memory_case(sizes: list[int], workers: int) -> dict[str, Any]:
+    """Peak memory of ``--workers`` runs at each size (bench/memory.py), growth against the first size."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import memory
+
+    runs = memory.measure(sizes, 64, workers, GRAPH)
+    last = runs[-1]
+    return {
+        "case": MEMORY_CASE,
+        "workers": workers,
+        "graph": GRAPH.replace(f"{REPO}/", ""),
+        "sizes": sizes,
+        "peak_pss_sum_growth_mb": last["peak_growth_mb"],
+        "peak_rss_sum_growth_mb": last["peak_rss_sum_growth_mb"],
+        "target_growth_mb": 200,
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=2000)
@@ -332,21 +384,35 @@ def main() -> None:
         "--coevol-rows", type=int, default=300, help="rows for the CoEvol case (~10 calls each)"
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes of the multi-worker variant")
-    parser.add_argument("--only", nargs="*", help="case names to run (default: all)")
-    parser.add_argument("--profile", action="store_true", help="also profile the zero-latency engine")
+    known = [c.name for c in cases(1, 1, 1, 2)] + [MEMORY_CASE]
+    parser.add_argument(
+        "--only", nargs="*", choices=known, metavar="CASE", help=f"cases (none: --profile only): {known}"
+    )
+    parser.add_argument(
+        "--memory-sizes", type=int, nargs="+", default=[1000, 100_000], help="rows (memory_w2)"
+    )
+    parser.add_argument("--profile", action="store_true", help="also profile the one-worker engine")
+    parser.add_argument("--profile-concurrency", type=int, default=64, help="C of the profiled run")
+    parser.add_argument(
+        "--profile-latency-ms", type=float, default=0.0, help="server latency of the profiled run"
+    )
+    parser.add_argument("--profile-rows", type=int, help="rows of the profiled run (default: --zero-rows)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds per case (medians are reported)")
+    parser.add_argument("--out", help="results file name under bench/results/ (default: see the module doc)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     todo = [
         c
         for c in cases(args.rows, args.zero_rows, args.coevol_rows, args.workers)
-        if not args.only or c.name in args.only
+        if args.only is None or c.name in args.only
     ]
     load_before = os.getloadavg()
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         inputs = {
-            "text": write_seeds(Path(tmp) / "seeds.jsonl", max(args.rows, args.zero_rows)),
+            "text": write_seeds(
+                Path(tmp) / "seeds.jsonl", max(args.rows, args.zero_rows, args.profile_rows or 0)
+            ),
             "coevol": write_coevol_seeds(Path(tmp) / "coevol.jsonl", args.coevol_rows),
         }
         for responder, group in (
@@ -368,14 +434,27 @@ def main() -> None:
                     results.append(got)
                     print_case(got)
                 if args.profile and responder == RESPONDER:
-                    print(profile_zero_latency(server, inputs["text"], args.zero_rows, 64)[:6000])
+                    rows = args.profile_rows or args.zero_rows
+                    profiled = profile_engine(
+                        server, inputs["text"], rows, args.profile_concurrency, args.profile_latency_ms
+                    )
+                    print(profiled[:6000])
+    if args.only is None or MEMORY_CASE in args.only:
+        got = memory_case(args.memory_sizes, args.workers)
+        results.append(got)
+        print(
+            f"\n{MEMORY_CASE}: growth {args.memory_sizes[0]} -> {args.memory_sizes[-1]} rows, all processes: "
+            f"{got['peak_pss_sum_growth_mb']} MB (PSS sum), {got['peak_rss_sum_growth_mb']} MB (RSS sum)"
+        )
     report = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "load_avg_before": load_before,
         "load_avg_after": os.getloadavg(),
         "cases": results,
     }
-    out = RESULTS / ("throughput.json" if not args.only else "throughput-partial.json")
+    if not results:  # --profile alone: its file is written
+        return
+    out = RESULTS / (args.out or ("throughput.json" if args.only is None else "throughput-partial.json"))
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
 

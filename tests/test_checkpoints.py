@@ -1,7 +1,8 @@
 """The runner's checkpointer (synth/engine/checkpoints.py): what a new row writes, and that resume works.
 
 A new row's input checkpoint, its ``__start__`` writes and its step-0 checkpoint hold nothing but the seed,
-so they are kept in memory and step 0 reaches the disk with the first node's writes. These tests drive a
+so they are kept in memory and step 0 reaches the disk with the first node's writes; every later checkpoint
+reaches it with the next node's writes, and the last one never (the record replaces it). These tests drive a
 small LangGraph graph straight through the saver (no HTTP): they look at the database while nodes run,
 "kill" a row by failing a node, and resume it with a fresh saver as a re-run would.
 """
@@ -77,9 +78,31 @@ async def test_a_new_row_writes_its_first_checkpoint_with_the_first_nodes_result
     assert final["steps"] == ["first", "second"]
     # While the first node runs nothing is on disk: the input and step 0 are the seed, held in memory.
     assert seen["first"] == []
-    # Step 0 was written with the first node's writes, then step 1 after it: the second node resumes there.
-    assert seen["second"] == [0, 1]
-    assert saved(path, "row") == [0, 1, 2]
+    # Step 0 was written with the first node's writes; step 1 (step 0 + those writes) is held while the
+    # second node runs, and reaches the disk with the second node's writes.
+    assert seen["second"] == [0]
+    assert saved(path, "row") == [0, 1]  # the final step 2 stays in memory: the runner stores the record
+
+
+async def test_a_row_killed_after_its_last_node_resumes_without_running_a_node_again(tmp_path: Path) -> None:
+    """The latest checkpoint is never on disk: a re-run rebuilds it from the one before and the writes."""
+    path = tmp_path / "checkpoints.sqlite"
+    calls: Counter[str] = Counter()
+    seen: dict[str, list[int]] = {}
+    with InlineSqliteSaver.open(path) as saver:  # the process dies after the graph, before the record
+        compiled = two_nodes(path, calls, seen).copy(update={"checkpointer": saver})
+        saver.expect_new("row")
+        await compiled.ainvoke({"seed": {"text": "a"}, "steps": []}, CONFIG, durability="sync")
+    with InlineSqliteSaver.open(path) as saver:
+        assert saver.thread_ids() == {"row"}
+        compiled = two_nodes(path, calls, seen).copy(update={"checkpointer": saver})
+        state = await compiled.aget_state(CONFIG)
+        # step 1 plus the second node's stored writes: the final values, the task done (what the runner
+        # resumes with ainvoke(None), synth/engine/runner.py)
+        assert state.values["steps"] == ["first", "second"] and state.tasks[0].result == {"steps": ["second"]}
+        final = await compiled.ainvoke(None, CONFIG, durability="sync")
+    assert final["steps"] == ["first", "second"]
+    assert calls == Counter({"first": 1, "second": 1})
 
 
 async def test_a_row_failing_in_its_second_node_resumes_there_without_rerunning_the_first(
@@ -102,6 +125,42 @@ async def test_a_row_failing_in_its_second_node_resumes_there_without_rerunning_
         final = await compiled.ainvoke(None, CONFIG, durability="sync")
     assert final["steps"] == ["first", "second"]
     assert calls == Counter({"first": 1, "second": 2})
+
+
+async def test_a_node_without_writes_still_leaves_a_checkpoint_to_resume_from(tmp_path: Path) -> None:
+    """A held checkpoint superseded without any task's writes (a node returning nothing) is written then."""
+    path = tmp_path / "checkpoints.sqlite"
+    calls: Counter[str] = Counter()
+
+    def build(fail: bool) -> Any:
+        async def quiet(state: State) -> dict[str, Any]:
+            calls["quiet"] += 1
+            return {}
+
+        async def second(state: State) -> dict[str, Any]:
+            calls["second"] += 1
+            if fail:
+                raise Boom("second")
+            return {"steps": ["second"]}
+
+        graph = StateGraph(State)
+        graph.add_node("quiet", quiet)
+        graph.add_node("second", second)
+        graph.add_edge(START, "quiet")
+        graph.add_edge("quiet", "second")
+        return graph.compile()
+
+    with InlineSqliteSaver.open(path) as saver:
+        compiled = build(fail=True).copy(update={"checkpointer": saver})
+        saver.expect_new("row")
+        with pytest.raises(Boom):
+            await compiled.ainvoke({"seed": {"text": "a"}, "steps": []}, CONFIG, durability="sync")
+    with InlineSqliteSaver.open(path) as saver:
+        compiled = build(fail=False).copy(update={"checkpointer": saver})
+        assert (await compiled.aget_state(CONFIG)).next == ("second",)
+        final = await compiled.ainvoke(None, CONFIG, durability="sync")
+    assert final["steps"] == ["second"]
+    assert calls == Counter({"quiet": 1, "second": 2})
 
 
 async def test_a_row_killed_in_its_first_node_leaves_nothing_and_starts_over(tmp_path: Path) -> None:

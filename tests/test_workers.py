@@ -23,7 +23,7 @@ import pytest
 from synth.engine.logs import read_events
 from synth.engine.session import RunRequest, resolve_workers, run_session
 from synth.engine.store import RunStore
-from synth.engine.workers import auto_workers, merge_client_stats, share
+from synth.engine.workers import RowClaims, auto_workers, merge_client_stats, share
 from synth.errors import SynthError
 from synth.testing.graphs import echo_responder
 from synth.testing.openai_server import OpenAIServer
@@ -174,6 +174,63 @@ def test_the_call_limit_is_split_evenly_and_adds_up() -> None:
         for n in (1, 2, 3, 4):
             parts = [share(total, n, i) for i in range(n)]
             assert sum(parts) == total and max(parts) - min(parts) <= 1
+
+
+def _claim_in_child(claims: RowClaims, rows: int, delay: float, report: int) -> None:  # pragma: no cover
+    """A forked worker: ask for every row in order, "run" each claimed one for ``delay`` s, report them."""
+    mine = []
+    for index in range(rows):
+        if claims.owns(index):
+            mine.append(index)
+            time.sleep(delay)
+    os.write(report, json.dumps(mine).encode())
+    os._exit(0)
+
+
+def _claims_of(delays: list[float], rows: int) -> list[list[int]]:
+    claims = RowClaims()
+    children = []
+    for delay in delays:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            _claim_in_child(claims, rows, delay, write)
+        os.close(write)
+        children.append((pid, read))
+    got = []
+    for pid, read in children:
+        with os.fdopen(read, "rb") as pipe:
+            got.append(json.loads(pipe.read()))
+        os.waitpid(pid, 0)
+    claims.close()
+    return got
+
+
+def test_row_claims_are_disjoint_complete_and_follow_each_workers_pace() -> None:
+    """Every row to exactly one worker; a worker whose rows are slow takes fewer (no idle tail at the end)."""
+    fast, slow = _claims_of([0.0005, 0.005], 300)
+    assert sorted(fast + slow) == list(range(300))
+    assert fast == sorted(fast) and slow == sorted(slow)
+    assert len(slow) < len(fast) / 3  # a fixed split would have given each 150
+
+
+def test_a_killed_worker_holding_the_claim_lock_blocks_no_one() -> None:
+    """The lock is a POSIX record lock: the OS releases it with a dead process (a SIGKILL at any moment)."""
+    import fcntl
+
+    claims = RowClaims()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child takes the lock and hangs until killed
+        fcntl.lockf(claims._fd, fcntl.LOCK_EX)
+        time.sleep(60)
+        os._exit(0)
+    time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    fcntl.lockf(claims._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises (rather than hangs) if still held
+    fcntl.lockf(claims._fd, fcntl.LOCK_UN)
+    assert claims.owns(0) and claims.owns(1)
+    claims.close()
 
 
 def test_automatic_workers_only_when_there_is_work_to_share() -> None:

@@ -3,7 +3,7 @@ explicit flags.
 
 Precedence: config file < ``--set`` < explicit flags. ``--dry-run`` prints the resolved plan (device,
 precision, trainable parameters, dataset size) without loading weights. Re-running the same command
-resumes from the last checkpoint; ``--fresh`` starts over. Multi-GPU: ``accelerate launch -m synth.cli.root
+resumes from the last checkpoint; ``--fresh`` starts over. Multi-GPU: ``accelerate launch -m synth
 train sft -c CONFIG`` (same config; see docs/training.md).
 
 Every method is one :class:`Method` value (its own options, its runner); :func:`command` builds the typer

@@ -16,14 +16,19 @@ at the start of every invoke is answered from memory for a row the runner declar
 
 **What a new row does not write.** LangGraph saves two checkpoints before the first node runs: the input
 (step -1) and the state after ``__start__`` copied the input into the channels (step 0), plus the
-``__start__`` task's writes in between: three commits per row that hold nothing but the seed row, which
-the runner rebuilds from the input anyway. For a row the runner declared new, the saver keeps these in
-memory (serialised, so later in-place changes to the state cannot leak in): the input checkpoint and the
-``__start__`` writes are dropped once step 0 exists, and step 0 is written in the same transaction as the
-first thing that needs it on disk (the first node's writes, a subgraph's checkpoint, any later
-checkpoint). A kill before that point leaves no checkpoint, and the row starts over from its input:
-exactly what resuming from step 0 would do. Graphs with LangGraph ``DeltaChannel`` state rebuild values by
-replaying the writes of every ancestor checkpoint, so for them nothing is held back (``hold_start=False``).
+``__start__`` task's writes in between, and then one checkpoint after every node: with ``durability="sync"``
+a node's writes and the checkpoint after them are two commits. For a row the runner declared new, the
+saver keeps the row's latest root checkpoint in memory (serialised, so later in-place changes to the
+state cannot leak in) and writes it in the same transaction as the first thing that needs it on disk: the
+next node's writes (which refer to it), a subgraph's checkpoint, or the next checkpoint when no task wrote
+in between. The input checkpoint and the ``__start__`` writes are never written (step 0 holds the same
+seed), and the checkpoint after the last node is dropped with the row (:meth:`InlineSqliteSaver.forget`):
+the record replaces it. So a row costs one commit per node. On disk a row lacks at most its latest
+checkpoint, which is the one before it plus the writes committed since: LangGraph applies those writes on
+resume without running their nodes again, and a row killed before its first node's writes starts over
+from its input (what resuming from step 0 would do). Graphs with LangGraph ``DeltaChannel`` state rebuild
+values by replaying the writes of every ancestor checkpoint, so for them nothing is held back
+(``hold_start=False``).
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class InlineSqliteSaver(SqliteSaver):
         super().__init__(conn)
         self.hold_start = hold_start
         self._new: set[str] = set()
+        self._holding: set[str] = set()  # rows whose latest checkpoint is kept in memory
         self._held: dict[str, _Held] = {}
 
     @classmethod
@@ -110,11 +116,17 @@ class InlineSqliteSaver(SqliteSaver):
             cur.executemany("DELETE FROM writes WHERE thread_id = ?", ids)
 
     def expect_new(self, thread_id: str) -> None:
-        """``thread_id`` has no checkpoint (nothing wrote it yet): answer reads for it without a query."""
+        """``thread_id`` has no checkpoint (nothing wrote it yet): answer reads for it without a query, and
+        hold its checkpoints back (see the module doc) until :meth:`forget`."""
         self._new.add(thread_id)
+        if self.hold_start:
+            self._holding.add(thread_id)
 
     def forget(self, thread_id: str) -> None:
+        """The row is over (its record is queued): drop what is held for it. Its latest checkpoint is never
+        written; a kill before the record's commit resumes from the one before it plus the last writes."""
         self._new.discard(thread_id)
+        self._holding.discard(thread_id)
         self._held.pop(thread_id, None)
 
     # -- writes --------------------------------------------------------------------------------------
@@ -159,20 +171,27 @@ class InlineSqliteSaver(SqliteSaver):
     def _hold(
         self, thread_id: str, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
     ) -> bool:
-        """Keep the input checkpoint of a new row, or the step-0 checkpoint that follows it, in memory."""
+        """Keep the latest root checkpoint of a row the runner declared new in memory (serialised).
+
+        The input checkpoint is replaced by step 0 without ever being written (step 0 holds the same seed).
+        Any later checkpoint replaces the one held before it, which goes to disk first unless a task's
+        writes already took it there: on disk, a row lacks at most its latest checkpoint, and that one is
+        the previous checkpoint plus the writes stored since, which LangGraph applies on resume."""
         configurable = config["configurable"]
-        if not self.hold_start or configurable.get("checkpoint_ns", "") != "" or thread_id not in self._new:
+        if configurable.get("checkpoint_ns", "") != "" or thread_id not in self._holding:
             return False
         held = self._held.get(thread_id)
-        is_input = metadata.get("source") == "input" and held is None
-        after_input = (
-            held is not None
-            and held.is_input
-            and metadata.get("source") == "loop"
-            and configurable.get("checkpoint_id") == held.checkpoint_id
-        )
-        if not (is_input or after_input):
+        is_input = metadata.get("source") == "input"
+        if is_input and held is not None:  # a second input on the same thread: not a new row's run
             return False
+        after_input = (
+            held is not None and held.is_input and configurable.get("checkpoint_id") == held.checkpoint_id
+        )
+        if held is not None and not after_input:
+            self._write_held(thread_id)  # superseded, and no task's writes took it to disk: write it now
+            with self.lock:
+                self.conn.commit()
+            self._new.discard(thread_id)
         type_, blob = self.serde.dumps_typed(checkpoint)
         meta = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode(
             "utf-8", "ignore"

@@ -115,7 +115,7 @@ class Runner:
         on_skip: Callable[[], None] | None = None,
         occurrences: Mapping[str, int] | None = None,
         skip: Collection[str] = (),
-        shard: tuple[int, int] | None = None,
+        shard: Callable[[int], bool] | None = None,
     ) -> RunSummary:
         """Process ``rows`` (lazily consumed). ``retry_failed`` re-runs only rows stored as failed.
 
@@ -124,8 +124,9 @@ class Runner:
         A slice of a larger input (a Ray block) passes ``occurrences``: how often each row key occurred
         before the slice, so identical rows get the ids a whole-input run gives them; and ``skip``: ids
         already stored elsewhere (the run's merged store), treated like records of this store.
-        ``shard=(i, n)`` runs only the rows whose input index is ``i`` modulo ``n`` (worker ``i`` of ``n``,
-        :mod:`synth.engine.workers`); every row still counts for the ids of identical rows after it.
+        ``shard(index)`` says whether this process runs the row at input ``index`` (a worker of
+        :mod:`synth.engine.workers`: asked in input order, just before the row would start); every row still
+        counts for the ids of identical rows after it.
         """
         summary = RunSummary()
         started = time.perf_counter()
@@ -169,7 +170,7 @@ class Runner:
         on_skip: Callable[[], None] | None,
         occurrences: Counter[str],
         skip: Collection[str],
-        shard: tuple[int, int] | None = None,
+        shard: Callable[[int], bool] | None = None,
     ) -> None:
         failed = self.store.failed_ids()
         done = self.store.finished_ids() | (set() if retry_failed else failed) | set(skip)
@@ -185,9 +186,9 @@ class Runner:
                 occurrence = occurrences[key]
                 occurrences[key] += 1
                 tid = trajectory_id(key, occurrence, self.fingerprint)
-                # every row, not only this worker's shard: a row that moved to another shard's line is kept
+                # every row, not only the ones this worker claims: a row that moved to another's line is kept
                 lines[row.source] = tid
-                if shard is not None and index % shard[1] != shard[0]:
+                if shard is not None and not shard(index):
                     continue
                 if tid in done or (retry_failed and tid not in failed and row.source not in failed_lines):
                     summary.skipped += 1

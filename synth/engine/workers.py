@@ -3,11 +3,13 @@
 One Python process runs the whole engine on one core (asyncio, the GIL): at fast backends (a local vLLM,
 the loopback server) its CPU per call, not the backend, limits the rows per second. With ``--workers N``
 the parent process keeps the run folder's lock, the progress bar and the log, and forks N workers. Worker
-``i`` runs the ordinary async :class:`~synth.engine.runner.Runner` over the input rows whose index is ``i``
-modulo ``N`` (every worker reads the whole input, so identical rows get the ids a one-process run gives them),
-with its own model clients, checkpointer and call-cache connection on the folder's shared SQLite files:
+runs the ordinary async :class:`~synth.engine.runner.Runner` over the rows it claims (:class:`RowClaims`: a
+shared counter hands out the next input row to whichever worker has a free slot first, so a worker that
+drew slow rows never leaves the others idle at the end of a run; every worker reads the whole input, so
+identical rows get the ids a one-process run gives them), with its own model clients, checkpointer and
+call-cache connection on the folder's shared SQLite files:
 
-* **exactly once**: the shards are disjoint, and every record is an ``INSERT OR REPLACE`` keyed by the
+* **exactly once**: claims are disjoint, and every record is an ``INSERT OR REPLACE`` keyed by the
   trajectory id in a SQLite transaction (WAL; writers wait for each other up to 60 s), so a row can never
   be stored twice, whatever runs or dies;
 * **resume**: checkpoints and the call cache are the same files as for one process. A re-run with any
@@ -16,8 +18,9 @@ with its own model clients, checkpointer and call-cache connection on the folder
   workers (worker ``i`` gets ``max_calls // N``, plus one for the first ``max_calls % N``), so the
   backend never sees more than ``--max-calls`` calls in flight. With ``--adaptive`` each worker's AIMD
   limit grows up to its share and halves on its own 429s;
-* **a dead worker** (killed, out of memory) ends nothing else: the others finish their rows, then
-  ``synth run`` fails with which worker died; re-running the same command resumes its rows.
+* **a dead worker** (killed, out of memory) ends nothing else: the others go on with every row not yet
+  claimed, then ``synth run`` fails with which worker died; re-running the same command resumes the rows
+  it had in flight.
 
 Workers are forked (not spawned): they start at once, with the graph and libraries already imported
 (a spawned worker would import them again: ~1.5 s of CPU each). They report each stored record and a
@@ -28,11 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gc
 import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable
@@ -69,6 +74,48 @@ def share(total: int, workers: int, index: int) -> int:
     return total // workers + (1 if index < total % workers else 0)
 
 
+class RowClaims:
+    """Which worker runs which input row: a counter shared by the forked workers, next row to the first asker.
+
+    Why not a fixed split (row ``i`` to worker ``i mod N``): rows do not take equal time (5 % of calls
+    10x slower, retries, longer graphs), and a fixed split ends with one worker still busy on its share
+    while the others sit idle. Each worker asks :meth:`owns` for every input index, in order, just before
+    the row would start (when it has a free slot): it gets the row if no worker has claimed it yet.
+    A claim is one ``lockf`` (a POSIX record lock: per process, released by the OS if the holder dies, so
+    a killed worker never blocks the others) and an 8-byte ``pread``/``pwrite`` of an unlinked file made
+    before the fork: microseconds per row. Claims only move forward, so the ones a worker gets are
+    disjoint from every other worker's; a worker skips the indexes below the counter that others took.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the run; unlinked
+        self._fd = self._file.fileno()
+        os.pwrite(self._fd, (0).to_bytes(8, "little"), 0)
+        self._mine = -1  # the last index this process claimed
+
+    def owns(self, index: int) -> bool:
+        """True when ``index`` is this process's row (claimed now or before); asked in increasing order."""
+        if index <= self._mine:
+            return index == self._mine
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            next_free = int.from_bytes(os.pread(self._fd, 8, 0), "little")
+            if next_free > index:  # another worker took it
+                return False
+            os.pwrite(self._fd, (index + 1).to_bytes(8, "little"), 0)
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        self._mine = index
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+
+
+#: What a worker runs: ``await work(index, owns, on_record, on_skip)``; ``owns`` is :meth:`RowClaims.owns`.
+Work = Callable[[int, Callable[[int], bool], Callable[[Trajectory], None], Callable[[], None]], Any]
+
+
 @dataclass
 class _Worker:
     index: int
@@ -80,17 +127,19 @@ class _Worker:
 
 async def run_workers(
     count: int,
-    work: Callable[[int, Callable[[Trajectory], None], Callable[[], None]], Any],
+    work: Work,
     *,
     on_record: Callable[[Any], None],
     on_skip: Callable[[], None],
     on_start: Callable[[int, int], None] = lambda index, pid: None,
 ) -> RunSummary:
-    """Fork ``count`` workers; worker ``i`` runs ``await work(i, on_record, on_skip)`` and returns its
-    :class:`RunSummary`. The parent relays records and skips to its callbacks (records as light objects
-    with ``id``, ``status``, ``source``, ``error`` and ``usage.total_tokens``) and merges the summaries."""
+    """Fork ``count`` workers; worker ``i`` runs ``await work(i, owns, on_record, on_skip)`` (``owns``: which
+    input rows it takes, :class:`RowClaims`, shared by the workers) and returns its :class:`RunSummary`.
+    The parent relays records and skips to its callbacks (records as light objects with ``id``,
+    ``status``, ``source``, ``error`` and ``usage.total_tokens``) and merges the summaries."""
     death_read, death_write = os.pipe()  # the parent holds the write end: EOF in a worker = parent gone
     workers: list[_Worker] = []
+    claims = RowClaims()  # the workers' copy of its file stays open in them; this process's closes below
     # Objects alive now are shared with the workers copy-on-write; frozen, a worker's collector (and its
     # own gc.freeze, synth.engine.runner.quiet_gc) never walks them, which would copy every page of the heap.
     gc.freeze()
@@ -105,7 +154,7 @@ async def run_workers(
                 os.close(death_write)
                 for other in workers:
                     os.close(other.events)
-                _child(index, work, events_write, death_read)
+                _child(index, work, claims.owns, events_write, death_read)
             os.close(events_write)
             workers.append(_Worker(index, pid, events_read))
             on_start(index, pid)
@@ -118,6 +167,7 @@ async def run_workers(
                 _signal(worker.pid, signal.SIGTERM)
         raise
     finally:
+        claims.close()
         os.close(death_read)
         os.close(death_write)
         for worker in workers:
@@ -172,7 +222,7 @@ def _merge(workers: list[_Worker]) -> RunSummary:
     if dead:
         what = ", ".join(f"worker {w.index} (pid {w.pid}) {_death(w.status)}" for w in dead)
         raise WorkerError(
-            f"{what}; the other workers finished their rows ({dict(summary.counts)} written). Every stored "
+            f"{what}; the others finished the other rows ({dict(summary.counts)} written). Every stored "
             "record is complete: re-run the same command to resume the rest.",
             summary=summary,
         )
@@ -211,7 +261,7 @@ def merge_client_stats(into: dict[str, Any] | None, stats: dict[str, Any]) -> di
 
 
 def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[..., Any]:
-    """What worker ``i`` of ``count`` runs: :meth:`Runner.run` over its shard of ``request``'s rows into
+    """What worker ``i`` of ``count`` runs: :meth:`Runner.run` over the rows of ``request`` it claims into
     ``folder``, with its share of the call and row limits and its own clients, store and cache handles.
 
     Creates the shared SQLite files first, in this process: switching a new file to WAL takes a lock
@@ -227,7 +277,10 @@ def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[
         CallCache(folder / CACHE_FILE).close()
 
     async def work(
-        index: int, on_record: Callable[[Trajectory], None], on_skip: Callable[[], None]
+        index: int,
+        owns: Callable[[int], bool],
+        on_record: Callable[[Trajectory], None],
+        on_skip: Callable[[], None],
     ) -> RunSummary:
         from synth.engine.inputs import read_rows
         from synth.engine.runner import Runner
@@ -256,7 +309,7 @@ def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[
                 retry_failed=request.retry_failed,
                 on_record=on_record,
                 on_skip=on_skip,
-                shard=(index, count),
+                shard=owns,
             )
             summary.clients = client_report(models)
             return summary
@@ -274,7 +327,8 @@ def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[
 # -- the worker side --------------------------------------------------------------------------------------
 def _child(
     index: int,
-    work: Callable[[int, Callable[[Trajectory], None], Callable[[], None]], Any],
+    work: Work,
+    owns: Callable[[int], bool],
     events_fd: int,
     death_fd: int,
 ) -> None:  # pragma: no cover - runs in the forked child
@@ -287,7 +341,7 @@ def _child(
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         threading.Thread(target=_exit_with_parent, args=(death_fd,), daemon=True).start()
         events = _Events(events_fd)
-        summary: RunSummary = asyncio.run(work(index, events.record, events.skip))
+        summary: RunSummary = asyncio.run(work(index, owns, events.record, events.skip))
         events.flush()
         events.send("summary", summary_payload(summary))
         code = 0
