@@ -1,24 +1,30 @@
-"""SFT training tokens/s and QA evaluation prompts/s on the embedded model, before and after the speed work.
+"""SFT training tokens/s and QA evaluation prompts/s on the embedded model: the old path vs the new defaults.
 
-    python bench/train_speed.py                    # 4 SFT rows, 16 eval prompts
-    python bench/train_speed.py --sft-data out/smart-long --qa-data qa.jsonl --precision bf16
+    python bench/train_speed.py --sft-rows 2 --eval-rows 16 --repeats 3
+    python bench/train_speed.py --sft-data out/smart-long --qa-data qa.jsonl --skip eval
 
-"Before" and "after" run in the same process on the same rows and settings; only the switch differs, and
-each unit of work is timed both ways in alternating order (ABBA), so a load change on a shared machine
-hits both alike:
+All variants run in the same process on the same rows and settings; each unit of work (an SFT batch, half
+of the eval prompts) is done once per variant per repeat, in alternating order (ABC, CBA), and the figures
+are medians over the repeats of rates and of per-repeat ratios, so a load change on a shared machine hits
+every variant alike:
 
-* SFT: the trainer ``synth train sft`` builds (TRL SFTTrainer, LoRA r=16 all-linear, assistant-only loss),
-  its own batches (batch 1); each batch goes through ``training_step`` (forward + backward) with
-  ``head_on: all`` (TRL's CPU default: the fused LM head projects every position) and ``head_on: loss``
-  (only positions that carry a loss). The losses of both must agree (``max_loss_difference``).
-* eval: :class:`train.generation.FolderGenerator`, greedy, batch 8, ``fast=False`` (input order, every
-  row to EOS or ``max_new_tokens``) vs ``fast=True`` (length-sorted batches, each row stops once its
-  answer is fixed); ``same_answers`` counts scored answers that agree.
+* SFT — the trainer ``synth train sft`` builds (TRL SFTTrainer, LoRA r=16 all-linear, assistant-only
+  loss, batch ``--sft-batch``), its own batches through ``training_step`` (forward + backward), the model
+  prepared as ``train()`` prepares it (CPU autocast under bf16). ``before``: fp32, LM head at every position
+  (TRL's CPU default), torch's default threads (every core) — the path before the speed work; ``bf16``:
+  ``precision: auto`` (bf16 on AMX / avx512_bf16 CPUs), head at loss positions, default threads;
+  ``after``: the same with the new thread default (the idle cores, :func:`train.speed.pick_threads`,
+  picked again before each unit as a run starting then would). Losses per variant are recorded
+  (``max_loss_difference`` vs ``before``).
+* eval — :class:`train.generation.FolderGenerator`, greedy, batch ``--eval-batch``. ``before``: fp32,
+  input order, every row to EOS or ``max_new_tokens``, default threads; ``bf16``: the default dtype (bf16
+  on such CPUs), length-sorted batches that stop each row at its answer; ``after``: that with the new
+  thread default. ``same_answers_as_before`` and ``exact_match`` compare the scored answers.
 
 Without ``--sft-data`` / ``--qa-data`` the rows are generated here in the shape of SMART long trajectories
-(a question, three ~150-token passages in ``tool`` turns, three short assistant segments: ~670 tokens,
-~7 % of them trained) and of retrieval QA prompts (three passages per question). Writes
-``bench/results/train_speed.json``.
+(a question, three ~150-token passages in ``tool`` turns, three short assistant segments: ~680 tokens,
+~7.7 % of them trained) and of retrieval QA prompts (three passages per question, ~600 tokens). Writes
+``bench/results/train_speed.json`` (after each part).
 """
 
 from __future__ import annotations
@@ -368,12 +374,11 @@ def main() -> None:
         "model": args.model,
     }
     with tempfile.TemporaryDirectory() as tmp:
-        if args.skip != "eval":
-            summary["eval"] = bench_eval(args, Path(tmp))
-        if args.skip != "sft":
-            summary["sft"] = bench_sft(args, Path(tmp))
-    summary["machine"]["loadavg_after"] = os.getloadavg()
-    args.out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        for part, bench in (("sft", bench_sft), ("eval", bench_eval)):
+            if args.skip != part:
+                summary[part] = bench(args, Path(tmp))
+                summary["machine"]["loadavg_after"] = os.getloadavg()
+                args.out.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")  # each part
     print(json.dumps(summary, indent=2))
 
 
