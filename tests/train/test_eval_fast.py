@@ -123,9 +123,8 @@ def test_load_qa_accepts_passage_objects_strings_and_ctxs(tmp_path: Path) -> Non
 def test_eval_dtype_choices() -> None:
     import torch
 
-    from train.generation import weights_dtype
-
     from synth.models.local.engine import cpu_supports_bf16
+    from train.generation import weights_dtype
 
     native = torch.bfloat16 if cpu_supports_bf16() else torch.float32
     assert weights_dtype("default", "cpu") == weights_dtype("auto", "cpu") == native
