@@ -103,7 +103,7 @@ def idle_cores(sample_s: float = 0.5, stat: Path = Path("/proc/stat")) -> float 
 
 def pick_threads() -> int:
     """``$SYNTH_TORCH_THREADS`` if set; torch's own count if ``OMP_NUM_THREADS`` is set; otherwise the
-    usable cores (affinity, cgroup quota) that are idle now, at least 1."""
+    usable cores (affinity, cgroup quota) that are idle now (>= 75 % idle over 0.5 s), at least 1."""
     import torch
 
     from synth.models.local.engine import usable_cpus
@@ -119,7 +119,8 @@ def pick_threads() -> int:
         return int(torch.get_num_threads())
     usable = usable_cpus()
     idle = idle_cores()
-    return usable if idle is None else max(1, min(usable, round(idle)))
+    # a core counts when >= 75 % of it was idle: a half-busy one would make every op wait for its thread
+    return usable if idle is None else max(1, min(usable, int(idle + 0.25)))
 
 
 def apply_threads() -> int:

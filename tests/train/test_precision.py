@@ -75,13 +75,17 @@ def test_threads_follow_idle_cores_unless_pinned(tmp_path: Path, monkeypatch: py
     assert idle_cores(0.0, stat) == pytest.approx(cpus * 0.25)
     assert idle_cores(0.0, tmp_path / "missing") is None
 
+    from synth.models.local.engine import usable_cpus
+
     monkeypatch.setattr(speed, "idle_cores", lambda: 0.2)
     monkeypatch.delenv(THREADS_ENV, raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert pick_threads() == 1  # every core busy: one thread, never zero
+    monkeypatch.setattr(speed, "idle_cores", lambda: 1.7)
+    assert pick_threads() == 1  # a core only 70 % idle does not count
+    monkeypatch.setattr(speed, "idle_cores", lambda: 1.8)
+    assert pick_threads() == min(2, usable_cpus())
     monkeypatch.setattr(speed, "idle_cores", lambda: 64.0)
-    from synth.models.local.engine import usable_cpus
-
     assert pick_threads() == usable_cpus()  # never more than this process may use
     monkeypatch.setenv(THREADS_ENV, "3")
     assert pick_threads() == 3
