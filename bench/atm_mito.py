@@ -56,7 +56,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default="gemma-3-270m", help="attacker and generator starting weights")
     parser.add_argument("--no-initial-sft", dest="initial_sft", action="store_false")
     parser.add_argument("--epochs", type=float, default=2.0, help="SFT and MITO epochs (DPO: 1)")
-    parser.add_argument("--precision", default="auto", help="auto (fp32 on CPU) | bf16 | fp32")
+    parser.add_argument(
+        "--precision", default="auto", help="auto (bf16 on AMX CPUs, else fp32) | bf16 | fp32"
+    )
     parser.add_argument("--smoke", action="store_true", help="2 optimizer steps per stage")
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results" / "atm_mito.json")
     return parser.parse_args()

@@ -52,7 +52,8 @@ class CommonSettings(BaseModel):
     tuning: Tuning = "lora"
     lora: LoraSettings = Field(default_factory=LoraSettings)
     precision: Precision = Field(
-        default="auto", description="auto: bf16 on bf16 GPUs, fp16 on others, fp32 on CPU"
+        default="auto",
+        description="auto: bf16 on bf16 GPUs, fp16 on others; on CPU bf16 with AMX / avx512_bf16, else fp32",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     max_length: int = Field(default=1024, ge=8, description="tokens per example (longer ones are truncated)")

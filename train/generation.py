@@ -24,22 +24,19 @@ from typing import Any
 from synth.extras import require_extra
 from train.errors import TrainError
 from train.qa import answer_complete
+from train.speed import apply_threads
 
 Prompt = tuple[list[dict[str, Any]], str | None]
 
 
 def weights_dtype(name: str, device: str) -> Any:
-    """``default``: bf16 on a GPU, fp32 on CPU (numerically the safe choice); ``auto``: the embedded
-    engine's rule (bf16 on CPUs with native bf16 units, AMX / avx512_bf16, which run it faster);
-    or ``fp32`` / ``bf16`` / ``fp16``."""
-    import torch
-
+    """``default`` / ``auto``: the embedded engine's rule — bf16 on GPUs that have it (else fp16), on CPUs
+    bf16 when they have native bf16 units (AMX / avx512_bf16: several times faster, and the precision the
+    converted weights are stored in), fp32 elsewhere; or ``fp32`` / ``bf16`` / ``fp16``."""
     from synth.models.local.engine import resolve_dtype
 
-    if name == "default":
-        return torch.bfloat16 if device == "cuda" else torch.float32
     try:
-        return resolve_dtype(name, device)
+        return resolve_dtype("auto" if name == "default" else name, device)
     except ValueError as exc:
         raise TrainError(f"--dtype: {exc}") from None
 
@@ -70,6 +67,8 @@ class FolderGenerator:
 
         self.max_new_tokens, self.batch_size, self.fast = max_new_tokens, batch_size, fast
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            apply_threads()
         self.dtype = weights_dtype(dtype, device)
         adapter = (folder / "adapter_config.json").is_file()
         if adapter:
@@ -77,8 +76,9 @@ class FolderGenerator:
             from peft import PeftModel
 
             base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-            base_model = AutoModelForCausalLM.from_pretrained(base, dtype=self.dtype)
-            model: Any = PeftModel.from_pretrained(base_model, str(folder)).merge_and_unload()
+            # merged in fp32, rounded to the run's dtype once (see train.runfolder.merge_adapter)
+            base_model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+            model: Any = PeftModel.from_pretrained(base_model, str(folder)).merge_and_unload().to(self.dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=self.dtype)
         self.model = model.to(device).eval()

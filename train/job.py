@@ -45,7 +45,7 @@ from train.model_setup import (
     trainer_arguments,
 )
 from train.runfolder import RunFolder, RunResult, is_main_process, merge_adapter, prepare_synced, write_json
-from train.speed import use_compact_head
+from train.speed import THREADS_ENV, apply_threads, use_compact_head
 
 
 @dataclass
@@ -242,6 +242,8 @@ def execute(
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(folder.path / "logs"))
     job.tokenizer = load_tokenizer(job.base)
     use_compact_head(settings.head_on == "loss")
+    if job.hardware.device == "cpu":
+        log(f"torch threads: {apply_threads()} (the idle cores now; ${THREADS_ENV} pins it)")
     trainer = builder(job)
     started = time.monotonic()
     output = trainer.train(resume_from_checkpoint=checkpoint)

@@ -254,15 +254,18 @@ def merge_adapter(base: str, adapter: Path, out: Path, dtype: Any, head: str = "
     The base is reloaded unquantised even after QLoRA: merging into 4-bit weights would round the update
     away. Written to a temp folder first, then renamed, so ``merged/`` is never half written.
     ``head="score"``: a reward model (sequence classification, one label), whose adapter carries its head.
+    The sum is formed in fp32 and rounded to ``dtype`` once: merging into bf16 weights would round the
+    (small) update twice.
     """
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     if head == "score":
-        model = AutoModelForSequenceClassification.from_pretrained(base, dtype=dtype, num_labels=1)
+        model = AutoModelForSequenceClassification.from_pretrained(base, dtype=torch.float32, num_labels=1)
     else:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload().to(dtype)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(str(tmp), safe_serialization=True)

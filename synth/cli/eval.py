@@ -62,8 +62,8 @@ def qa(
     dtype: Annotated[
         str,
         typer.Option(
-            help="Model folders: default (fp32 on CPU, bf16 on GPU), auto (bf16 on CPUs with "
-            "AMX/avx512_bf16: faster), fp32, bf16."
+            help="Model folders: default / auto (bf16 on GPUs and on CPUs with AMX/avx512_bf16, else "
+            "fp32), fp32, bf16."
         ),
     ] = "default",
     few_shot: Annotated[

@@ -87,5 +87,6 @@ def base_settings(model: Path, data: Path, out: Path, **extra: Any) -> dict[str,
         "max_length": 256,
         "lora": {"r": 4, "alpha": 8},
         "device": "cpu",
+        "precision": "fp32",  # auto would pick bf16 on AMX CPUs; tests/train/test_precision.py covers it
         **extra,
     }

@@ -123,9 +123,11 @@ def test_load_qa_accepts_passage_objects_strings_and_ctxs(tmp_path: Path) -> Non
 def test_eval_dtype_choices() -> None:
     import torch
 
+    from synth.models.local.engine import cpu_supports_bf16
     from train.generation import weights_dtype
 
-    assert weights_dtype("default", "cpu") == torch.float32 and weights_dtype("bf16", "cpu") == torch.bfloat16
-    assert weights_dtype("auto", "cpu") in (torch.float32, torch.bfloat16)
+    native = torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    assert weights_dtype("default", "cpu") == weights_dtype("auto", "cpu") == native
+    assert weights_dtype("fp32", "cpu") == torch.float32 and weights_dtype("bf16", "cpu") == torch.bfloat16
     with pytest.raises(TrainError, match="--dtype: unknown dtype 'fp64'"):
         weights_dtype("fp64", "cpu")
