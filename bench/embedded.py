@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO))
 from autogen_core.models import SystemMessage, UserMessage  # noqa: E402
 
 from synth.models.local import LocalChatCompletionClient, model_path  # noqa: E402
-from synth.models.local.engine import Engine, close_shared_engines, cpu_supports_bf16  # noqa: E402
+from synth.models.local.engine import Engine, close_shared_engines  # noqa: E402
+from synth.models.local.hardware import cpu_supports_bf16  # noqa: E402
 
 TOPICS = [
     "the ocean", "a rainy city", "coffee", "chess", "the moon", "bicycles", "old libraries", "volcanoes",

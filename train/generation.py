@@ -33,7 +33,7 @@ def weights_dtype(name: str, device: str) -> Any:
     """``default`` / ``auto``: the embedded engine's rule — bf16 on GPUs that have it (else fp16), on CPUs
     bf16 when they have native bf16 units (AMX / avx512_bf16: several times faster, and the precision the
     converted weights are stored in), fp32 elsewhere; or ``fp32`` / ``bf16`` / ``fp16``."""
-    from synth.models.local.engine import resolve_dtype
+    from synth.models.local.hardware import resolve_dtype
 
     try:
         return resolve_dtype("auto" if name == "default" else name, device)

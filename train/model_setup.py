@@ -51,7 +51,7 @@ def detect_hardware(requested: str = "auto") -> Hardware:
         return Hardware(
             "cuda", torch.cuda.device_count(), torch.cuda.is_bf16_supported(), torch.cuda.get_device_name(0)
         )
-    from synth.models.local.engine import cpu_supports_bf16
+    from synth.models.local.hardware import cpu_supports_bf16
 
     return Hardware("cpu", 0, cpu_supports_bf16(), platform.processor() or platform.machine() or "cpu")
 

@@ -106,7 +106,7 @@ def pick_threads() -> int:
     usable cores (affinity, cgroup quota) that are idle now (>= 75 % idle over 0.5 s), at least 1."""
     import torch
 
-    from synth.models.local.engine import usable_cpus
+    from synth.models.local.hardware import usable_cpus
 
     if os.environ.get(THREADS_ENV):
         try:

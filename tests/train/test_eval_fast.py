@@ -123,7 +123,7 @@ def test_load_qa_accepts_passage_objects_strings_and_ctxs(tmp_path: Path) -> Non
 def test_eval_dtype_choices() -> None:
     import torch
 
-    from synth.models.local.engine import cpu_supports_bf16
+    from synth.models.local.hardware import cpu_supports_bf16
     from train.generation import weights_dtype
 
     native = torch.bfloat16 if cpu_supports_bf16() else torch.float32

@@ -16,7 +16,7 @@ from train.speed import THREADS_ENV, apply_threads, idle_cores, pick_threads
 
 
 def test_auto_precision_is_bf16_on_cpus_with_bf16_units_only() -> None:
-    from synth.models.local.engine import cpu_supports_bf16
+    from synth.models.local.hardware import cpu_supports_bf16
 
     amx, plain = Hardware("cpu", 0, True, "x"), Hardware("cpu", 0, False, "x")
     assert resolve_precision("auto", amx) == "bf16" and resolve_precision("auto", plain) == "fp32"
@@ -75,7 +75,7 @@ def test_threads_follow_idle_cores_unless_pinned(tmp_path: Path, monkeypatch: py
     assert idle_cores(0.0, stat) == pytest.approx(cpus * 0.25)
     assert idle_cores(0.0, tmp_path / "missing") is None
 
-    from synth.models.local.engine import usable_cpus
+    from synth.models.local.hardware import usable_cpus
 
     monkeypatch.setattr(speed, "idle_cores", lambda: 0.2)
     monkeypatch.delenv(THREADS_ENV, raising=False)

@@ -106,7 +106,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(model_dir: Path, tmp_path: P
     result = CliRunner().invoke(train_app, [*args, "--set", "lora.r=2", "--set", "device=cpu"])
     assert result.exit_code == 0, result.output
     assert "3 rows, messages (conversational)" in result.output
-    from synth.models.local.engine import cpu_supports_bf16
+    from synth.models.local.hardware import cpu_supports_bf16
 
     precision = "bf16" if cpu_supports_bf16() else "fp32"  # auto: bf16 on CPUs with AMX / avx512_bf16
     assert f"precision {precision}, tuning lora" in result.output and "trainable of" in result.output
