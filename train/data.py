@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,16 +67,22 @@ def data_files(path: Path) -> list[Path]:
     )
 
 
-def _read_jsonl(file: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+def numbered_jsonl(file: Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for every non-blank line of a .jsonl file; a line that is not JSON stops
+    with ``file:line`` and the parser's reason. Lines end at newlines only (never at a U+2028 inside a
+    string, as ``str.splitlines`` would)."""
     with file.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise TrainError(f"{file}:{number} is not valid JSON: {exc.msg}") from None
-    return rows
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TrainError(f"{file}:{number} is not valid JSON: {exc.msg}") from None
+
+
+def _read_jsonl(file: Path) -> list[dict[str, Any]]:
+    return [row for _, row in numbered_jsonl(file)]
 
 
 def load_rows(path: str | Path, limit: int | None = None) -> Any:

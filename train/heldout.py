@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from synth.metrics import normalize_answer
+from train.data import numbered_jsonl
 from train.errors import TrainError
 
 
@@ -123,13 +124,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise TrainError(f"{path} does not exist; pass a .jsonl file of QA rows")
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TrainError(f"{path}:{number} is not valid JSON: {exc.msg}") from None
+    for number, row in numbered_jsonl(path):
         if (
             not isinstance(row, dict)
             or not isinstance(row.get("question"), str)

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from synth import metrics
 from synth.qa import RESPONDER_HEADER, RETRIEVER_HEADER, PassageShapeError, passage_text, row_passages
+from train.data import numbered_jsonl
 from train.errors import TrainError
 
 Style = Literal["plain", "smart", "atm"]
@@ -115,33 +116,26 @@ def load_qa(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     if not path.is_file():
         raise TrainError(f"QA file {path} does not exist; pass a .jsonl file with question/answers rows")
     rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainError(f"{where} is not valid JSON: {exc.msg}") from None
-            question = row.get("question") if isinstance(row, dict) else None
-            answers = row.get("answers") if isinstance(row, dict) else None
-            answers = [answers] if isinstance(answers, str) else answers
-            if not isinstance(question, str) or not question.strip():
-                raise TrainError(f"{where}: missing field 'question' (a non-empty string)")
-            if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
-                raise TrainError(f"{where}: field 'answers' must be a non-empty list of strings")
-            rows.append(
-                {
-                    "id": str(row.get("id", number)),
-                    "id_given": "id" in row,
-                    "question": question.strip(),
-                    "answers": answers,
-                    "passages": _passages(row, where),
-                }
-            )
-            if limit and len(rows) >= limit:
-                break
+    for number, row in numbered_jsonl(path):
+        where = f"{path}:{number}"
+        question = row.get("question") if isinstance(row, dict) else None
+        answers = row.get("answers") if isinstance(row, dict) else None
+        answers = [answers] if isinstance(answers, str) else answers
+        if not isinstance(question, str) or not question.strip():
+            raise TrainError(f"{where}: missing field 'question' (a non-empty string)")
+        if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
+            raise TrainError(f"{where}: field 'answers' must be a non-empty list of strings")
+        rows.append(
+            {
+                "id": str(row.get("id", number)),
+                "id_given": "id" in row,
+                "question": question.strip(),
+                "answers": answers,
+                "passages": _passages(row, where),
+            }
+        )
+        if limit and len(rows) >= limit:
+            break
     if not rows:
         raise TrainError(f"QA file {path} has no rows")
     return rows

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from train.data import numbered_jsonl
 from train.errors import TrainError
 
 RESAMPLES = 2000
@@ -93,13 +94,7 @@ def read_predictions(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise TrainError(f"{path} does not exist; pass a predictions.jsonl written by `synth eval qa`")
     records: dict[str, dict[str, Any]] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise TrainError(f"{path}:{number} is not valid JSON: {exc.msg}") from None
+    for number, row in numbered_jsonl(path):
         if not isinstance(row, dict) or "id" not in row or "em" not in row or "f1" not in row:
             raise TrainError(f"{path}:{number}: a prediction row needs id, em and f1 (from `synth eval qa`)")
         records[str(row["id"])] = row
