@@ -39,7 +39,11 @@ def build_tiny_model(folder: Path, corpus: list[str]) -> Path:
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
     )
-    model = LlamaForCausalLM(config)
+    import torch
+
+    with torch.random.fork_rng():  # the same weights every time: tests that read generations reproduce
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder)
     fast.save_pretrained(folder)

@@ -7,7 +7,13 @@ What makes it fast on a CPU, where one evaluation used to cost ~6 s per prompt:
 * **stop at the answer**: a row stops generating as soon as :func:`train.qa.answer_complete` says more
   tokens cannot change the scored answer (the first line, or a JSON object's ``answer``) — a base model
   that rambles for ``max_new_tokens`` after a one-line answer no longer holds its whole batch;
-* the LM head runs at the last position only (``generate`` passes ``logits_to_keep=1``).
+* the LM head runs at the last position only (``generate`` passes ``logits_to_keep=1``);
+* **a shared prefix is computed once**: when every prompt starts with the same tokens (few-shot prompts
+  repeat the same worked examples before each question) their keys/values are computed once and each
+  row continues from a copy. Rows are then batched only with rows of the same length: padding between
+  the prefix and a row's tokens would change what Gemma's sliding-window layers see (their window counts
+  cache slots, pads included), and the answers must be the model's own. On 3-shot SMART prompts this is
+  ~1.7x the padded batches' prompts/s (bf16, 2 cores).
 
 ``dtype``: see :func:`weights_dtype`. ``fast=False`` keeps the input order and generates every row to
 EOS or ``max_new_tokens`` (the speed bench's "before"). Both are greedy on the same prompts; the scored
@@ -16,6 +22,7 @@ answers are the same.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +34,7 @@ from train.qa import answer_complete
 from train.speed import apply_threads
 
 Prompt = tuple[list[dict[str, Any]], str | None]
+MIN_SHARED_PREFIX = 64  # tokens: below this a shared prefix is not worth a cache copy per batch
 
 
 def weights_dtype(name: str, device: str) -> Any:
@@ -94,20 +102,54 @@ class FolderGenerator:
         texts = [render_prompt(self.tokenizer, m, assistant_header=h) for m, h in prompts]
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         order = list(range(len(texts)))
+        prefix: list[int] = []
         if self.fast:
             order.sort(key=lambda i: len(encoded[i]), reverse=True)
+            prefix = shared_prefix(encoded) if len(encoded) > 1 else []
+        cache = self._prefix_cache(prefix) if prefix else None
         outputs: list[str] = [""] * len(texts)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            for i, text in zip(rows, self._batch([encoded[i] for i in rows]), strict=True):
+        for rows in self._batches(order, encoded, len(prefix)):
+            for i, text in zip(rows, self._batch([encoded[i] for i in rows], prefix, cache), strict=True):
                 outputs[i] = text
         return outputs
 
-    def _batch(self, ids: list[list[int]]) -> list[str]:
+    def _batches(self, order: list[int], encoded: Sequence[Sequence[int]], shared: int) -> list[list[int]]:
+        """Rows in ``order``, ``batch_size`` at a time; after a shared prefix, only rows of equal length."""
+        if not shared:
+            return [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        batches: list[list[int]] = []
+        for i in order:
+            last = batches[-1] if batches else None
+            if last and len(last) < self.batch_size and len(encoded[last[0]]) == len(encoded[i]):
+                last.append(i)
+            else:
+                batches.append([i])
+        return batches
+
+    def _prefix_cache(self, prefix: list[int]) -> Any:
+        """The keys/values of ``prefix`` (one row), computed once for every batch."""
+        import torch
+        from transformers import DynamicCache
+
+        ids = torch.tensor([prefix], device=self.model.device)
+        with torch.no_grad():
+            out = self.model(
+                input_ids=ids, past_key_values=DynamicCache(config=self.model.config), use_cache=True
+            )
+        return out.past_key_values
+
+    def _batch(self, ids: list[list[int]], prefix: list[int] | None = None, cache: Any = None) -> list[str]:
+        """Greedy completions of one batch; with a prefix ``cache`` the rows continue from a copy of it."""
         import torch
         from transformers import StoppingCriteriaList
 
-        batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.model.device)
+        extra: dict[str, Any] = {}
+        if cache is not None and prefix:  # rows of equal length (see _batches): no padding
+            batch = {"input_ids": torch.tensor(ids, device=self.model.device)}
+            batch["attention_mask"] = torch.ones_like(batch["input_ids"])
+            extra["past_key_values"] = rows_of_cache(cache, len(ids))
+        else:
+            batch = self.tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(self.model.device)
         width = batch["input_ids"].shape[1]
         stop = StoppingCriteriaList([AnswerStop(self.tokenizer, width)]) if self.fast else None
         with torch.no_grad():
@@ -118,5 +160,27 @@ class FolderGenerator:
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=self.tokenizer.eos_token_id,
                 stopping_criteria=stop,
+                **extra,
             )
         return list(self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True))
+
+
+def shared_prefix(encoded: Sequence[Sequence[int]]) -> list[int]:
+    """The token prefix every prompt shares, leaving each at least one token of its own (the model must
+    see a new token to generate from); empty when shorter than :data:`MIN_SHARED_PREFIX`."""
+    first = encoded[0]
+    length = min(len(e) for e in encoded) - 1
+    for other in encoded[1:]:
+        common = 0
+        while common < length and other[common] == first[common]:
+            common += 1
+        length = common
+    return list(first[:length]) if length >= MIN_SHARED_PREFIX else []
+
+
+def rows_of_cache(cache: Any, rows: int) -> Any:
+    """A copy of a one-row cache repeated for ``rows`` rows (generation appends to it in place)."""
+    copied = copy.deepcopy(cache)
+    if rows > 1:
+        copied.batch_repeat_interleave(rows)
+    return copied

@@ -89,7 +89,8 @@ def test_fast_generation_gives_the_same_answers_in_the_same_order(tmp_path: Path
     assert [extract_answer(t) for t in fast_] == [extract_answer(t) for t in slow]
     assert all(extract_answer(t) for t in slow)  # non-empty first lines: the comparison means something
     assert all(s.startswith(f.rstrip("\n")) for s, f in zip(slow, fast_, strict=True))
-    assert sum(map(len, fast_)) < sum(map(len, slow)) / 2  # rows stopped at their answers
+    stopped = sum(len(f) < len(s) for f, s in zip(fast_, slow, strict=True))
+    assert stopped >= len(prompts) // 2  # rows stopped at their answers
 
 
 def test_load_qa_accepts_passage_objects_strings_and_ctxs(tmp_path: Path) -> None:
@@ -131,3 +132,41 @@ def test_eval_dtype_choices() -> None:
     assert weights_dtype("fp32", "cpu") == torch.float32 and weights_dtype("bf16", "cpu") == torch.bfloat16
     with pytest.raises(TrainError, match="--dtype: unknown dtype 'fp64'"):
         weights_dtype("fp64", "cpu")
+
+
+def test_a_shared_prefix_is_computed_once_and_gives_the_same_answers(tmp_path: Path) -> None:
+    """Few-shot prompts share their worked examples: generation from the cached prefix (rows batched
+    only with rows of equal length) returns what generating every full prompt does."""
+    import train.generation as generation
+    from train.fewshot import few_shot_messages
+
+    model = tiny_model(tmp_path / "tiny")
+    passage = {"id": "1", "title": "", "text": "Hamlet is a tragedy written by William Shakespeare."}
+    examples = [
+        {"question": f"Example {n}?", "answers": ["Shakespeare"], "passages": [passage]} for n in range(3)
+    ]
+    questions = ["Who wrote Hamlet?", "Who?", "Who wrote it?", "Who?", "Who wrote Macbeth, the play?"]
+    prompts = [few_shot_messages(q, [passage], examples, "plain") for q in questions]
+    generator = generation.FolderGenerator(model, 12, 2)
+    _newline_every_few_tokens(generator)
+    cached: list[Any] = []
+    original = generator._prefix_cache
+
+    def record(prefix: list[int]) -> Any:
+        cached.append(len(prefix))
+        return original(prefix)
+
+    generator._prefix_cache = record  # type: ignore[method-assign]
+    with_prefix = generator.generate(prompts)
+    assert cached and cached[0] >= generation.MIN_SHARED_PREFIX  # the shared path ran
+    plain = [generator.generate([p])[0] for p in prompts]  # one prompt: nothing shared
+    assert with_prefix == plain and len(cached) == 1
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_and_ignores_short_ones() -> None:
+    from train.generation import MIN_SHARED_PREFIX, shared_prefix
+
+    long = list(range(MIN_SHARED_PREFIX + 5))
+    assert shared_prefix([long, long]) == long[:-1]
+    assert shared_prefix([long, [*long[:-2], -1, -2]]) == long[:-2]
+    assert shared_prefix([long, [0, 1, 2]]) == []
