@@ -17,8 +17,10 @@ Cases: C = 64 / 128 / 32 at 200 ± 50 ms; C = 64 with 5 % of calls 10x slower (s
 latency (CPU bound: the per-call cost of each client); CoEvol (``graphs/coevol/graph.py``, ~24 calls per row
 with the scripted judge of ``tests/coevol_script.py``) at C = 64, compared in calls/s.
 Reported (medians over rounds): calls/s (= rows/s for the one-role graph), its fraction of the limit
-``C / mean latency``, the ratio to the naive client (taken within a round), and CPU ms per call (process
-CPU, worker processes included, over the calls the server counted).
+``C / mean latency``, the ratio to the naive client (taken within a round), CPU ms per call (process
+CPU, worker processes included, over the calls the server counted), the server's CPU ms per call (it
+shares the machine's cores), and the CPU ceiling ``cores * 1000 / (client + server ms per call)``: the
+calls/s this machine could give that client if both sides kept every core busy.
 ``memory_w2`` (not a throughput case): peak memory of ``synth run --workers 2`` at 1k and 100k rows of the
 one-role graph against a zero-latency server, all processes together (sum of PSS, and the plain sum of
 RSS as an upper bound; :func:`memory.measure`, ``--memory-sizes``); the target is growth <= 200 MB.
@@ -194,6 +196,7 @@ def bench_case(case: Case, server: ServerProcess, seeds: Path, repeat: int) -> d
         results: dict[str, dict[str, Any]] = {}
         for label, kwargs in case.engines.items():
             server.reset_counters()
+            server_cpu = server.cpu_seconds()
             try:
                 got = asyncio.run(engine(server.base_url, seeds, case.rows, case.concurrency, **kwargs))
             except Exception as exc:  # say so and measure once more: one failure must not lose the run
@@ -201,6 +204,7 @@ def bench_case(case: Case, server: ServerProcess, seeds: Path, repeat: int) -> d
                 server.reset_counters()
                 got = asyncio.run(engine(server.base_url, seeds, case.rows, case.concurrency, **kwargs))
                 got["failed_first"] = f"{type(exc).__name__}: {exc}"[:300]
+            got["server_cpu_s"] = server.cpu_seconds() - server_cpu
             stats = server.stats()
             got["calls"] = stats["completions"]
             got["max_in_flight_at_server"] = stats["max_in_flight"]
@@ -209,7 +213,9 @@ def bench_case(case: Case, server: ServerProcess, seeds: Path, repeat: int) -> d
         for transport in case.naive_transports:
             label = "naive" if transport == "httpx" else f"naive_{transport}"
             calls = round(case.rows * calls_per_row)
+            server_cpu = server.cpu_seconds()
             results[label] = asyncio.run(naive(server.base_url, calls, case.concurrency, transport=transport))
+            results[label]["server_cpu_s"] = server.cpu_seconds() - server_cpu
         for got in results.values():
             got["calls_per_s"] = got["calls"] / got["elapsed_s"]
         base = results["naive"]
@@ -223,6 +229,7 @@ def bench_case(case: Case, server: ServerProcess, seeds: Path, repeat: int) -> d
             "calls_per_s": statistics.median(r["calls_per_s"] for r in runs),
             "rows_per_s": statistics.median(r["rows_per_s"] for r in runs),
             "cpu_ms_per_call": statistics.median(1000 * r["cpu_s"] / r["calls"] for r in runs),
+            "server_cpu_ms_per_call": statistics.median(1000 * r["server_cpu_s"] / r["calls"] for r in runs),
             "ratio_to_naive": statistics.median(r["ratio_to_naive"] for r in runs),
             "rounds_calls_per_s": [round(r["calls_per_s"], 1) for r in runs],
             "rounds_ratio_to_naive": [round(r["ratio_to_naive"], 3) for r in runs],
@@ -231,6 +238,9 @@ def bench_case(case: Case, server: ServerProcess, seeds: Path, repeat: int) -> d
             summary["max_in_flight_at_server"] = max(r["max_in_flight_at_server"] for r in runs)
         if limit:
             summary["fraction_of_limit"] = summary["calls_per_s"] / limit
+        # What the machine's CPUs allow when client and server share them: cores / CPU per call of both
+        both = summary["cpu_ms_per_call"] + summary["server_cpu_ms_per_call"]
+        summary["cpu_ceiling_calls_per_s"] = (os.cpu_count() or 1) * 1000 / both
         out[label] = summary
     return out
 
@@ -464,13 +474,15 @@ def print_case(case: dict[str, Any]) -> None:
     title = f"\n{case['case']}  (C={case['concurrency']}, {case['rows']} rows"
     title += f", {case['calls_per_row']:.1f} calls/row"
     print(title + (f", limit {limit:.0f} calls/s)" if limit else ", CPU bound)"))
-    print(f"  {'client':<34}{'calls/s':>9}{'of limit':>10}{'vs naive':>10}{'cpu ms/call':>13}")
+    head = f"  {'client':<34}{'calls/s':>9}{'of limit':>10}{'vs naive':>10}{'cpu ms/call':>13}"
+    print(head + f"{'server ms/call':>16}{'cpu ceiling':>13}")
     for label, got in case.items():
         if not isinstance(got, dict) or "calls_per_s" not in got:
             continue
         frac = f"{got['fraction_of_limit']:.2f}" if "fraction_of_limit" in got else "-"
         ratio = f"{got['ratio_to_naive']:.2f}"
-        print(f"  {label:<34}{got['calls_per_s']:>9.1f}{frac:>10}{ratio:>10}{got['cpu_ms_per_call']:>13.2f}")
+        line = f"  {label:<34}{got['calls_per_s']:>9.1f}{frac:>10}{ratio:>10}{got['cpu_ms_per_call']:>13.2f}"
+        print(line + f"{got['server_cpu_ms_per_call']:>16.2f}{got['cpu_ceiling_calls_per_s']:>13.0f}")
 
 
 if __name__ == "__main__":

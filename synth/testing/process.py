@@ -8,11 +8,13 @@ timings; a separate process gets its own core. Control goes over HTTP (``/_stats
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 
@@ -37,6 +39,13 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return self.base_url.removesuffix("/v1")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used (user + system, from /proc): benches subtract two
+        readings to see what the server costs per call on a machine it shares with the client."""
+        assert self._proc is not None, "start() the server first"
+        fields = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def start(self) -> ServerProcess:
         self._proc = subprocess.Popen(self._argv, stdout=subprocess.PIPE, text=True)
