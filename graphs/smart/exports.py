@@ -1,4 +1,5 @@
-"""SMART's export formats: the long trajectory, the short (one role turn) trajectories, and RL prompts,
+"""SMART's export formats: the long trajectory, the short (one role turn) trajectories, the answer preference
+in context (``dpo-long``) and RL prompts,
 over the standard ``dpo`` / ``corrections`` (synth.dataset.reuse) of gold vs a model answer that misses it.
 
 Every format is built from ``trajectory.result`` (see ``graphs.smart.to_trajectory``), never by
@@ -92,6 +93,30 @@ def sft_short_rows(trajectory: Trajectory) -> Iterator[dict[str, Any]]:
         turn += 1
 
 
+def dpo_long_rows(trajectory: Trajectory) -> Iterator[dict[str, Any]]:
+    """The Response Generator's turn in its context, gold over the model's answer when that misses gold.
+
+    The prompt is the long trajectory up to the answer (question, queries, retrieved passages, the Fact
+    Locator's verdicts) and ends at the ``Response Generator`` header (``chat_template_kwargs``), so the
+    preference is learned where the model answers from passages — the prompt ``synth eval qa --style smart``
+    asks in — not closed-book like the standard ``dpo``. Both answers are the role's JSON with the same
+    citations: only the answer differs."""
+    result = trajectory.result
+    golds = [str(g) for g in result.get("answers") or []]
+    model = str(result.get("model_answer") or "").strip()
+    if not result.get("queries") or not golds or not model or exact_match(model, golds):
+        return
+    messages = long_messages(result)
+    rejected = _agent("response_generator", {"answer": model, "citations": result["citations"]})
+    yield {
+        "id": trajectory.id,
+        "prompt": messages[:-1],
+        "chosen": [messages[-1]],
+        "rejected": [rejected],
+        "chat_template_kwargs": {"assistant_header": HEADERS["response_generator"]},
+    }
+
+
 def candidates(trajectory: Trajectory) -> Candidates | None:
     """The gold answer (correct) and the model's own answer, scored by exact match against gold.
 
@@ -155,6 +180,20 @@ def short_features() -> Any:
     )
 
 
+def dpo_long_features() -> Any:
+    from datasets import Features, Value
+
+    return Features(
+        {
+            "id": Value("string"),
+            "prompt": _messages(),
+            "chosen": _messages(),
+            "rejected": _messages(),
+            "chat_template_kwargs": {"assistant_header": Value("string")},
+        }
+    )
+
+
 def rl_features() -> Any:
     from datasets import Features, List, Value
 
@@ -179,6 +218,14 @@ EXPORTS = {
         "prompt/completion: one row per agent segment; the prompt is the transcript before it",
         sft_short_rows,
         short_features,
+    ),
+    "dpo-long": ExportFormat(
+        "dpo-long",
+        "prompt/chosen/rejected: the transcript up to the Response Generator (passages included), gold "
+        "answer over the model's wrong one",
+        dpo_long_rows,
+        dpo_long_features,
+        empty_reason=_GOLD_ONLY,
     ),
     "rl": ExportFormat(
         "rl",

@@ -355,3 +355,49 @@ def test_sft_short_trains_with_trl_as_prompt_completion(smart_run: Path, tmp_pat
         assert completion == row["completion"][0]["content"] + tokenizer.eos_token
     result = trainer.train()
     assert result.global_step == 2 and result.training_loss > 0
+
+
+def test_dpo_long_prefers_gold_in_the_answer_context_and_trains_with_trl(
+    smart_run: Path, tmp_path: Path
+) -> None:
+    """Only the row whose model answer missed gold yields a pair; its prompt is the transcript up to the
+    Response Generator, and TRL's DPO sees that header at the end of the prompt and only the JSON answer
+    (plus EOS) as chosen / rejected."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from tests.tiny import build_tiny_model
+
+    dataset = export(smart_run, "dpo-long", tmp_path)
+    assert dataset.column_names == ["id", "prompt", "chosen", "rejected", "chat_template_kwargs"]
+    assert len(dataset) == 1  # France: the model was right; the third row has no gold
+    row = dataset[0]
+    long = next(
+        r["messages"]
+        for r in export(smart_run, "sft-long", tmp_path)
+        if "atlantis" in r["messages"][0]["content"]
+    )
+    assert row["prompt"] == long[:-1] and row["chosen"] == [long[-1]]
+    assert [json.loads(m["content"]) for m in row["chosen"] + row["rejected"]] == [
+        {"answer": "Poseidonia", "citations": []},
+        {"answer": "unknown", "citations": []},
+    ]
+    assert row["chat_template_kwargs"] == {"assistant_header": "Response Generator"}
+    texts = [m["content"] for m in row["prompt"] + row["chosen"] + row["rejected"]]
+    headers = "### User ### Tool ### Intent Reconstructor ### Fact Locator ### Response Generator"
+    model_dir = build_tiny_model(tmp_path / "tiny", [*texts, headers, "### Knowledge Retriever"])
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    trainer = DPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        processing_class=tokenizer,
+        train_dataset=dataset,
+        args=DPOConfig(
+            output_dir=str(tmp_path / "out"), max_steps=1, per_device_train_batch_size=1, report_to=[],
+            use_cpu=True, save_strategy="no",
+        ),
+    )  # fmt: skip
+    processed = trainer.train_dataset[0]
+    assert tokenizer.decode(processed["prompt_ids"]).endswith("### Response Generator\n")
+    chosen = tokenizer.decode(processed["chosen_ids"])
+    assert chosen.startswith(row["chosen"][0]["content"]) and "###" not in chosen
+    assert trainer.train().global_step == 1
