@@ -63,6 +63,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=3, help="passages per question (synthesis and eval)")
     parser.add_argument("--style", default="smart", help="eval prompt format: smart | plain")
     parser.add_argument("--skip-dpo", action="store_true", help="stop after SFT")
+    parser.add_argument(
+        "--dpo-format", choices=("dpo", "dpo-long"), default="dpo",
+        help="dpo: pairs after the bare question (cheap); dpo-long: after the passages (the eval prompt)",
+    )  # fmt: skip
+    parser.add_argument("--dpo-epochs", type=float, default=None, help="default: --epochs")
     parser.add_argument("--smoke", action="store_true", help="4 + 6 questions, 2 steps per training run")
     args = parser.parse_args()
     if args.smoke:
@@ -116,22 +121,31 @@ def export(run: Path, fmt: str, folder: Path) -> Path:
 
 def exports(args: argparse.Namespace, out: Path, run: Path) -> tuple[Path, Path]:
     """(sft, dpo) export folders; the environment's check decides what SFT trains on."""
-    dpo = export(run, "dpo", out / "data" / "dpo")  # before filtering: the misses are the pairs
+    dpo = export(run, args.dpo_format, out / "data" / args.dpo_format)  # before filtering: misses are pairs
     if args.sft_from == "correct":
         synth("filter", str(run), "--filter", "exact_match field=result.model_answer")
     return export(run, "sft", out / "data" / "sft"), dpo
 
 
 def train(args: argparse.Namespace, out: Path, sft: Path, dpo: Path) -> dict[str, Path]:
-    common = ["--epochs", str(args.epochs), "--max-steps", str(args.max_steps), "--lr", str(args.lr)]
-    common += ["--precision", args.precision]
+    common = [
+        "--max-steps",
+        str(args.max_steps),
+        "--lr",
+        str(args.lr),
+        "--precision",
+        args.precision,
+        "--merge",
+    ]
     models = {"sft": out / "models" / "sft"}
-    common += ["--merge"]
-    synth("train", "sft", "--model", args.model, "--data", str(sft), "-o", str(models["sft"]), *common)
+    to, epochs = str(models["sft"]), str(args.epochs)
+    synth("train", "sft", "--model", args.model, "--data", str(sft), "-o", to, "--epochs", epochs, *common)
     if not args.skip_dpo:  # DPO starts from the merged SFT model; its reference model is that model too
         start, models["sft-dpo"] = models["sft"] / "merged", out / "models" / "sft-dpo"
-        to = str(models["sft-dpo"])
-        synth("train", "dpo", "--model", str(start), "--data", str(dpo), "-o", to, *common)
+        to, epochs = str(models["sft-dpo"]), str(args.dpo_epochs or args.epochs)
+        synth(
+            "train", "dpo", "--model", str(start), "--data", str(dpo), "-o", to, "--epochs", epochs, *common
+        )
     return models
 
 
@@ -182,10 +196,14 @@ def main() -> None:
     args = parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    clock: dict[str, float] = {}
+    # Time spent per phase, summed over every invocation: a run that was interrupted and resumed reports
+    # all the time it took, not only the last invocation's (resumed phases add ~0)
+    timings = out / "timings.json"
+    clock: dict[str, float] = json.loads(timings.read_text()) if timings.is_file() else {}
 
     def timed(phase: str, started: float) -> None:
         clock[phase] = round(clock.get(phase, 0.0) + time.monotonic() - started, 1)
+        timings.write_text(json.dumps(clock) + "\n")
 
     started = time.monotonic()
     seeds, held_out = split(args, out)
@@ -209,7 +227,7 @@ def main() -> None:
             name: {k: e.get(k) for k in ("rows", "exact_match", "f1", "intervals")}
             for name, e in evals.items()
         },
-        "training_rows": {fmt: rows_of(folder) for fmt, folder in (("sft", sft), ("dpo", dpo))},
+        "training_rows": {"sft": rows_of(sft), args.dpo_format: rows_of(dpo)},
         "comparisons": comparisons,
         "timings_s": clock,
         "total_min": round(sum(clock.values()) / 60, 1),
