@@ -18,22 +18,19 @@ positions whose next token carries a loss (assistant / completion tokens) need i
 ``head_on: all`` in a config switches the compact choice off (TRL's CPU default), which the speed bench
 uses as its "before".
 
-**Threads** (:func:`apply_threads`): torch sizes its pool to every core. When other processes keep some
-of them busy, every parallel op waits for its descheduled thread (each op then costs ~10 ms, whatever its
-size: measured 34-58 s per SFT step with 2 threads on 2 cores under a load of 8, 7-15 s with 1). So a run
-uses as many threads as cores are idle when it starts (at least 1); ``SYNTH_TORCH_THREADS`` pins it.
+**Threads** (:func:`apply_threads`): as many as cores are idle when a run starts, the rule the embedded
+engine follows too (:func:`synth.models.local.threads.pick_threads`); ``SYNTH_TORCH_THREADS`` pins it.
 """
 
 from __future__ import annotations
 
-import os
-import time
-from pathlib import Path
 from typing import Any
 
+from synth.models.local import threads
+from synth.models.local.threads import THREADS_ENV, idle_cores
 from train.errors import TrainError
 
-THREADS_ENV = "SYNTH_TORCH_THREADS"
+__all__ = ["THREADS_ENV", "apply_threads", "idle_cores", "pick_threads"]
 _COMPACT_DEVICES = ("cpu", "mps")
 _original: Any = None
 
@@ -83,50 +80,18 @@ def loss_positions(labels: Any, ignore: int = -100) -> Any:
     return keep
 
 
-def idle_cores(sample_s: float = 0.5, stat: Path = Path("/proc/stat")) -> float | None:
-    """How many cores sat idle over the next ``sample_s`` seconds (from /proc/stat's ``cpu`` line), or
-    None where it cannot be read (not Linux)."""
-
-    def totals() -> tuple[int, int]:
-        fields = [int(x) for x in stat.read_text(encoding="ascii").split("\n", 1)[0].split()[1:]]
-        return sum(fields[:8]), fields[3] + fields[4]  # user..steal; idle + iowait
-
-    try:
-        total0, idle0 = totals()
-        time.sleep(sample_s)
-        total1, idle1 = totals()
-    except (OSError, ValueError, IndexError):
-        return None
-    busy_share = 1 - (idle1 - idle0) / max(total1 - total0, 1)
-    return (os.cpu_count() or 1) * (1 - busy_share)
-
-
 def pick_threads() -> int:
-    """``$SYNTH_TORCH_THREADS`` if set; torch's own count if ``OMP_NUM_THREADS`` is set; otherwise the
-    usable cores (affinity, cgroup quota) that are idle now (>= 75 % idle over 0.5 s), at least 1."""
-    import torch
-
-    from synth.models.local.hardware import usable_cpus
-
-    if os.environ.get(THREADS_ENV):
-        try:
-            return max(1, int(os.environ[THREADS_ENV]))
-        except ValueError:
-            raise TrainError(
-                f"${THREADS_ENV} must be a whole number of threads, got {os.environ[THREADS_ENV]!r}"
-            ) from None
-    if os.environ.get("OMP_NUM_THREADS"):
-        return int(torch.get_num_threads())
-    usable = usable_cpus()
-    idle = idle_cores()
-    # a core counts when >= 75 % of it was idle: a half-busy one would make every op wait for its thread
-    return usable if idle is None else max(1, min(usable, int(idle + 0.25)))
+    """:func:`synth.models.local.threads.pick_threads`, its error as a :class:`TrainError`."""
+    try:
+        return threads.pick_threads()
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
 
 
 def apply_threads() -> int:
     """Set torch's intra-op thread count to :func:`pick_threads` and return it."""
     import torch
 
-    threads = pick_threads()
-    torch.set_num_threads(threads)
-    return threads
+    count = pick_threads()
+    torch.set_num_threads(count)
+    return count

@@ -64,7 +64,7 @@ def test_bf16_sft_losses_match_fp32_over_a_few_steps(tmp_path: Path) -> None:
 def test_threads_follow_idle_cores_unless_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    import train.speed as speed
+    import synth.models.local.threads as speed
 
     stat = tmp_path / "stat"
     cpus = os.cpu_count() or 1

@@ -15,7 +15,6 @@ with ``finish_reason="length"``. Batching is static: a batch runs until its long
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import random
 import threading
@@ -33,12 +32,10 @@ import transformers
 from synth.chat_template import ensure_chat_template
 from synth.errors import ModelLoadError
 from synth.models.local.grammar import GrammarCache, RowControl, RowProcessor, RowStopper
-from synth.models.local.hardware import resolve_dtype, usable_cpus
+from synth.models.local.hardware import resolve_dtype
+from synth.models.local.threads import pick_threads
 
 log = logging.getLogger(__name__)
-
-#: Environment variables: dtype override (``bf16``/``fp32``/``fp16``) and torch thread count.
-THREADS_ENV = "SYNTH_TORCH_THREADS"
 
 FinishReason = Literal["stop", "length"]
 
@@ -156,10 +153,10 @@ class Engine:
             if self.model is not None:
                 return self
             started = time.monotonic()
-            if THREADS_ENV in os.environ:
-                torch.set_num_threads(int(os.environ[THREADS_ENV]))
-            elif "OMP_NUM_THREADS" not in os.environ:
-                torch.set_num_threads(min(torch.get_num_threads(), usable_cpus()))
+            try:  # the idle cores, as training does (synth.models.local.threads)
+                torch.set_num_threads(pick_threads())
+            except ValueError as exc:
+                raise ModelLoadError(f"{exc}; unset it or give a number such as 2") from None
             try:
                 model: Any = transformers.AutoModelForCausalLM.from_pretrained(
                     str(self.path), dtype=self.dtype
