@@ -17,7 +17,9 @@ folder is complete, training run folders resume from their last checkpoint).
    first, then ``--sft-from correct`` filters the run and exports only the model's own correct
    trajectories, ``--sft-from all`` (default) exports every trajectory with the gold answer as the
    Response Generator's target (SMART's corrections);
-4. train: ``synth train sft`` (LoRA) on ``sft``, then ``synth train dpo`` from the SFT model on ``dpo``;
+4. train: ``synth train sft`` (LoRA) on ``sft``, then ``synth train dpo`` from the SFT model on ``dpo``
+   (``--dpo-format``: ``dpo`` pairs follow the bare question, ``dpo-long`` ones the retrieved passages, as
+   in the evaluation prompt; give both to train one SFT->DPO model each);
 5. evaluate on the held-out questions (same retrieval, passages, prompt style and decoding for every
    model): base zero-shot, base few-shot (``--few-shot K`` examples from the training questions), SFT,
    SFT->DPO; ``synth eval compare`` (paired bootstrap) of each trained model against few-shot and
@@ -64,12 +66,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--style", default="smart", help="eval prompt format: smart | plain")
     parser.add_argument("--skip-dpo", action="store_true", help="stop after SFT")
     parser.add_argument(
-        "--dpo-format", choices=("dpo", "dpo-long"), default="dpo",
-        help="dpo: pairs after the bare question (cheap); dpo-long: after the passages (the eval prompt)",
+        "--dpo-format", choices=("dpo", "dpo-long"), action="append",
+        help="dpo (default): pairs after the bare question (cheap); dpo-long: after the passages (the eval "
+        "prompt); repeat it to train one SFT->DPO model per format",
     )  # fmt: skip
     parser.add_argument("--dpo-epochs", type=float, default=None, help="default: --epochs")
     parser.add_argument("--smoke", action="store_true", help="4 + 6 questions, 2 steps per training run")
     args = parser.parse_args()
+    args.dpo_format = list(dict.fromkeys(args.dpo_format or ["dpo"]))
     if args.smoke:
         args.train, args.eval, args.max_steps, args.few_shot = 4, 6, 2, 1
         args.out = args.out.with_name(args.out.name + "-smoke")
@@ -119,33 +123,29 @@ def export(run: Path, fmt: str, folder: Path) -> Path:
     return folder
 
 
-def exports(args: argparse.Namespace, out: Path, run: Path) -> tuple[Path, Path]:
-    """(sft, dpo) export folders; the environment's check decides what SFT trains on."""
-    dpo = export(run, args.dpo_format, out / "data" / args.dpo_format)  # before filtering: misses are pairs
+def exports(args: argparse.Namespace, out: Path, run: Path) -> tuple[Path, dict[str, Path]]:
+    """The sft export folder and the preference ones by format; the environment's check decides what SFT
+    trains on."""
+    # before filtering: the misses are the pairs
+    dpo = {fmt: export(run, fmt, out / "data" / fmt) for fmt in args.dpo_format}
     if args.sft_from == "correct":
         synth("filter", str(run), "--filter", "exact_match field=result.model_answer")
     return export(run, "sft", out / "data" / "sft"), dpo
 
 
-def train(args: argparse.Namespace, out: Path, sft: Path, dpo: Path) -> dict[str, Path]:
-    common = [
-        "--max-steps",
-        str(args.max_steps),
-        "--lr",
-        str(args.lr),
-        "--precision",
-        args.precision,
-        "--merge",
-    ]
+def train(args: argparse.Namespace, out: Path, sft: Path, dpo: dict[str, Path]) -> dict[str, Path]:
+    common = ["--max-steps", str(args.max_steps), "--lr", str(args.lr)]
+    common += ["--precision", args.precision, "--merge"]
     models = {"sft": out / "models" / "sft"}
     to, epochs = str(models["sft"]), str(args.epochs)
     synth("train", "sft", "--model", args.model, "--data", str(sft), "-o", to, "--epochs", epochs, *common)
-    if not args.skip_dpo:  # DPO starts from the merged SFT model; its reference model is that model too
-        start, models["sft-dpo"] = models["sft"] / "merged", out / "models" / "sft-dpo"
-        to, epochs = str(models["sft-dpo"]), str(args.dpo_epochs or args.epochs)
-        synth(
-            "train", "dpo", "--model", str(start), "--data", str(dpo), "-o", to, "--epochs", epochs, *common
-        )
+    for fmt, data in ({} if args.skip_dpo else dpo).items():
+        # DPO starts from the merged SFT model; its reference model is that model too
+        name = "sft-" + fmt  # sft-dpo, sft-dpo-long
+        models[name] = out / "models" / name
+        to, epochs = str(models[name]), str(args.dpo_epochs or args.epochs)
+        start = str(models["sft"] / "merged")
+        synth("train", "dpo", "--model", start, "--data", str(data), "-o", to, "--epochs", epochs, *common)
     return models
 
 
@@ -227,7 +227,7 @@ def main() -> None:
             name: {k: e.get(k) for k in ("rows", "exact_match", "f1", "intervals")}
             for name, e in evals.items()
         },
-        "training_rows": {"sft": rows_of(sft), args.dpo_format: rows_of(dpo)},
+        "training_rows": {"sft": rows_of(sft), **{fmt: rows_of(folder) for fmt, folder in dpo.items()}},
         "comparisons": comparisons,
         "timings_s": clock,
         "total_min": round(sum(clock.values()) / 60, 1),
