@@ -212,6 +212,8 @@ def main() -> None:
     timed("synthesis_s", started)
     started = time.monotonic()
     models = train(args, out, sft, dpo)
+    for done_before in sorted((out / "models").glob("*/result.json")):  # models an earlier invocation trained
+        models.setdefault(done_before.parent.name, done_before.parent)
     timed("training_s", started)
     started = time.monotonic()
     folders = evaluate(args, out, held_out, seeds, models)
