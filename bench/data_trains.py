@@ -71,6 +71,7 @@ def parse_args() -> argparse.Namespace:
         "prompt); repeat it to train one SFT->DPO model per format",
     )  # fmt: skip
     parser.add_argument("--dpo-epochs", type=float, default=None, help="default: --epochs")
+    parser.add_argument("--dpo-lr", type=float, default=None, help="default: --lr")
     parser.add_argument("--smoke", action="store_true", help="4 + 6 questions, 2 steps per training run")
     args = parser.parse_args()
     args.dpo_format = list(dict.fromkeys(args.dpo_format or ["dpo"]))
@@ -134,18 +135,18 @@ def exports(args: argparse.Namespace, out: Path, run: Path) -> tuple[Path, dict[
 
 
 def train(args: argparse.Namespace, out: Path, sft: Path, dpo: dict[str, Path]) -> dict[str, Path]:
-    common = ["--max-steps", str(args.max_steps), "--lr", str(args.lr)]
-    common += ["--precision", args.precision, "--merge"]
+    common = ["--max-steps", str(args.max_steps), "--precision", args.precision, "--merge"]
     models = {"sft": out / "models" / "sft"}
-    to, epochs = str(models["sft"]), str(args.epochs)
-    synth("train", "sft", "--model", args.model, "--data", str(sft), "-o", to, "--epochs", epochs, *common)
+    sft_args = ["--data", str(sft), "-o", str(models["sft"]), "--epochs", str(args.epochs)]
+    sft_args += ["--lr", str(args.lr)]
+    synth("train", "sft", "--model", args.model, *sft_args, *common)
     for fmt, data in ({} if args.skip_dpo else dpo).items():
         # DPO starts from the merged SFT model; its reference model is that model too
         name = "sft-" + fmt  # sft-dpo, sft-dpo-long
         models[name] = out / "models" / name
-        to, epochs = str(models[name]), str(args.dpo_epochs or args.epochs)
-        start = str(models["sft"] / "merged")
-        synth("train", "dpo", "--model", start, "--data", str(data), "-o", to, "--epochs", epochs, *common)
+        dpo_args = ["--data", str(data), "-o", str(models[name])]
+        dpo_args += ["--epochs", str(args.dpo_epochs or args.epochs), "--lr", str(args.dpo_lr or args.lr)]
+        synth("train", "dpo", "--model", str(models["sft"] / "merged"), *dpo_args, *common)
     return models
 
 
