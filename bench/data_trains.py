@@ -193,6 +193,17 @@ def compare(out: Path, folders: dict[str, Path]) -> dict[str, Any]:
     return results
 
 
+def repo_relative(value: Any) -> Any:
+    """``value`` with every path inside this checkout written relative to it."""
+    if isinstance(value, dict):
+        return {k: repo_relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [repo_relative(v) for v in value]
+    if isinstance(value, str):
+        return value.replace(f"{REPO}/", "")
+    return value
+
+
 def main() -> None:
     args = parse_args()
     out: Path = args.out
@@ -237,7 +248,8 @@ def main() -> None:
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     if not args.smoke:
-        (REPO / "bench" / "results" / "data_trains.json").write_text(json.dumps(summary, indent=2) + "\n")
+        shared = json.dumps(repo_relative(summary), indent=2) + "\n"  # no developer's paths in the repo
+        (REPO / "bench" / "results" / "data_trains.json").write_text(shared)
         shutil.copy(out / "em.png", REPO / "docs" / "img" / "data_trains.png")
     print(json.dumps({"eval": summary["eval"], "timings_s": clock}, indent=2))
 
