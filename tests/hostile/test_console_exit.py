@@ -118,18 +118,20 @@ def test_library_tracebacks_go_to_the_log_not_the_terminal_unless_verbose(tmp_pa
 
 
 def test_ctrl_c_stops_cleanly_keeps_the_rows_and_says_how_to_resume(tmp_path: Path) -> None:
-    # 90 rows at 2 in flight and 200 ms take ~9 s: the interrupt lands mid-run even when a loaded
-    # machine delays this process (30 rows once finished before the signal arrived)
-    texts = [f"row {i}" for i in range(90)]
+    texts = [f"row {i}" for i in range(30)]
     with OpenAIServer(echo_responder, latency=0.2) as server:
         args = ["synth.testing.graphs:ECHO", "-i", str(seeds(tmp_path, texts)), "-o", str(tmp_path / "run")]
         args += ["-m", f"openai:m@{server.base_url}", "-c", "2"]
+        # A shell runs background jobs (`make test &`) with SIGINT ignored and children inherit that; Python
+        # then keeps ignoring it (as a CLI should in a background job). This test is about Ctrl-C in a
+        # terminal, so the child gets the default disposition back.
         proc = subprocess.Popen(
             [sys.executable, "-m", "synth", "run", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
         deadline = time.monotonic() + 60
-        while server.stats()["by_outcome"].get("ok", 0) < 4 and time.monotonic() < deadline:
+        while server.stats()["by_outcome"].get("ok", 0) < 6 and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
