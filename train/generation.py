@@ -109,7 +109,7 @@ class FolderGenerator:
         cache = self._prefix_cache(prefix) if prefix else None
         outputs: list[str] = [""] * len(texts)
         for rows in self._batches(order, encoded, len(prefix)):
-            for i, text in zip(rows, self._batch([encoded[i] for i in rows], prefix, cache), strict=True):
+            for i, text in zip(rows, self._batch([encoded[i] for i in rows], cache), strict=True):
                 outputs[i] = text
         return outputs
 
@@ -138,13 +138,13 @@ class FolderGenerator:
             )
         return out.past_key_values
 
-    def _batch(self, ids: list[list[int]], prefix: list[int] | None = None, cache: Any = None) -> list[str]:
+    def _batch(self, ids: list[list[int]], cache: Any = None) -> list[str]:
         """Greedy completions of one batch; with a prefix ``cache`` the rows continue from a copy of it."""
         import torch
         from transformers import StoppingCriteriaList
 
         extra: dict[str, Any] = {}
-        if cache is not None and prefix:  # rows of equal length (see _batches): no padding
+        if cache is not None:  # after a shared prefix: rows of equal length (see _batches), no padding
             batch = {"input_ids": torch.tensor(ids, device=self.model.device)}
             batch["attention_mask"] = torch.ones_like(batch["input_ids"])
             extra["past_key_values"] = rows_of_cache(cache, len(ids))

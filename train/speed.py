@@ -89,9 +89,8 @@ def pick_threads() -> int:
 
 
 def apply_threads() -> int:
-    """Set torch's intra-op thread count to :func:`pick_threads` and return it."""
-    import torch
-
-    count = pick_threads()
-    torch.set_num_threads(count)
-    return count
+    """:func:`synth.models.local.threads.apply_threads`, its error as a :class:`TrainError`."""
+    try:
+        return threads.apply_threads()
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None

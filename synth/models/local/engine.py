@@ -33,7 +33,7 @@ from synth.chat_template import ensure_chat_template
 from synth.errors import ModelLoadError
 from synth.models.local.grammar import GrammarCache, RowControl, RowProcessor, RowStopper
 from synth.models.local.hardware import resolve_dtype
-from synth.models.local.threads import pick_threads
+from synth.models.local.threads import apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class Engine:
                 return self
             started = time.monotonic()
             try:  # the idle cores, as training does (synth.models.local.threads)
-                torch.set_num_threads(pick_threads())
+                apply_threads()
             except ValueError as exc:
                 raise ModelLoadError(f"{exc}; unset it or give a number such as 2") from None
             try:

@@ -67,4 +67,3 @@ def resolve_dtype(name: str | None, device: str = "cpu") -> torch.dtype:
         return _DTYPES[name.lower()]
     except KeyError:
         raise ValueError(f"unknown dtype {name!r}; use one of auto, {', '.join(_DTYPES)}") from None
-
