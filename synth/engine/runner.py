@@ -29,7 +29,15 @@ from synth.graph import ModelSet, SynthGraph, steps_of
 from synth.sampling import effective_sampling
 from synth.trajectory import Provenance, Trajectory, Usage, content_hash, row_key, trajectory_id, utc_now
 
-WRITE_BATCH = 64
+WRITE_BATCH = 256
+#: How long the writer lets finished rows gather before it commits them in one transaction, on the event
+#: loop's thread. Not in a worker thread: SQLite releases the GIL on every statement step, and each time
+#: the thread takes it back from the busy loop costs both threads context switches (measured at C = 64,
+#: 200 ms: ~5 switches and ~0.2 ms of CPU per row, a tenth of the engine's cost). A WAL commit with
+#: ``synchronous=NORMAL`` does not wait for the disk; one commit per 50 ms holds the loop well under 1 %
+#: of the time. A kill before the commit loses no work a re-run cannot redo: the rows run again (from their
+#: checkpoints, which are deleted only after the commit).
+WRITE_COALESCE_S = 0.05
 
 
 @dataclass
@@ -312,6 +320,8 @@ class Runner:
         while not finished:
             batch: list[Trajectory] = []
             item = await queue.get()
+            if item is not None and queue.empty():  # let the rows finishing meanwhile share the commit
+                await asyncio.sleep(WRITE_COALESCE_S)
             while item is not None:
                 batch.append(item)
                 if len(batch) >= WRITE_BATCH or queue.empty():
@@ -320,7 +330,7 @@ class Runner:
             finished = item is None
             if not batch:
                 continue
-            await asyncio.to_thread(self.store.write_rows, self.store.rows(batch))
+            self.store.write_rows(self.store.rows(batch))  # on the loop: see WRITE_COALESCE_S
             if saver is not None:  # the records are durable: their checkpoints are no longer needed
                 saver.delete_threads(t.id for t in batch)
             for trajectory in batch:

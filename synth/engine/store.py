@@ -153,9 +153,7 @@ class RunStore:
 
     @staticmethod
     def rows(trajectories: Iterable[Trajectory]) -> list[RecordRow]:
-        """Serialised records for :meth:`write_rows`. The runner builds them on its event loop and commits
-        them from a worker thread: serialising in that thread would hold the GIL there while the loop
-        waits for it (each hand-over can cost the loop up to the 5 ms switch interval)."""
+        """Serialised records for :meth:`write_rows` (JSON, built before the transaction starts)."""
         return [(t.id, t.status, t.source, t.error, t.model_dump_json(), utc_now()) for t in trajectories]
 
     def write_rows(self, rows: list[RecordRow]) -> None:

@@ -82,7 +82,7 @@ def test_a_cached_reply_that_fails_validation_is_dropped_and_asked_again(tmp_pat
         )
         asyncio.run(run_session(request))
         cache = CallCache(tmp_path / "run" / CACHE_FILE)
-        (key,) = [row[0] for row in cache._read.execute("SELECT key FROM calls")]
+        (key,) = [row[0] for row in cache._db.execute("SELECT key FROM calls")]
         stored = cache.get_result(key)
         assert stored is not None
         cache.put_result(key, stored.model_copy(update={"content": '{"answer": 3'}))
