@@ -103,6 +103,9 @@ class Runner:
         self._secrets = secret_values()
         self._resumable: set[str] = set()
         self._lines: dict[str, str] = {}  # source line -> the id of the row it holds (this run's read)
+        self._slots = asyncio.Semaphore(concurrency)  # rows in flight (replaced per run, see _feed)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._row_finished = asyncio.Event()
         self._provenance = Provenance(
             graph=graph.name,
             graph_version=graph.version,
@@ -184,8 +187,9 @@ class Runner:
         done = self.store.finished_ids() | (set() if retry_failed else failed) | set(skip)
         failed_lines = self.store.failed_sources() if retry_failed else set()  # a fixed line is retried too
         lines = self._lines = {}
-        slots = asyncio.Semaphore(self.concurrency)
-        tasks: set[asyncio.Task[None]] = set()
+        slots = self._slots = asyncio.Semaphore(self.concurrency)
+        tasks = self._tasks = set()
+        self._row_finished = asyncio.Event()
         try:
             for index, row in enumerate(rows):
                 if limit is not None and index >= limit:
@@ -196,8 +200,10 @@ class Runner:
                 tid = trajectory_id(key, occurrence, self.fingerprint)
                 # every row, not only the ones this worker claims: a row that moved to another's line is kept
                 lines[row.source] = tid
-                if shard is not None and not shard(index):
-                    continue
+                if shard is not None:
+                    await self._room_for_a_row(slots, tasks)
+                    if not shard(index):
+                        continue
                 if tid in done or (retry_failed and tid not in failed and row.source not in failed_lines):
                     summary.skipped += 1
                     if on_skip is not None:
@@ -210,13 +216,36 @@ class Runner:
                 scope = f"{key}#{occurrence}"
                 task = asyncio.create_task(self._run_row(compiled, tid, scope, row, queue))
                 tasks.add(task)
-                task.add_done_callback(lambda t: _row_done(t, slots, tasks))
+                task.add_done_callback(self._row_done)
             if tasks:
                 await asyncio.gather(*tasks)
         except BaseException:
             for task in tasks:
                 task.cancel()
             raise
+
+    async def _room_for_a_row(self, slots: asyncio.Semaphore, tasks: set[asyncio.Task[None]]) -> None:
+        """Wait until a row could start here without queueing: a row slot free, and more call slots free
+        than rows already waiting for one.
+
+        A ``--workers`` process asks this before it claims the next row. Claiming on row slots alone
+        (``--concurrency``, often twice the call slots), a worker kept rows waiting for its own call slots
+        while another worker's sat idle: at the start of a run (64 rows at 200 ms: 0.58 s with two
+        workers, 0.37 s with one) and at its end. Rows between two calls count as waiting (they are about
+        to take a slot); re-checked whenever a row finishes."""
+        while True:
+            self._row_finished.clear()
+            if slots.locked():
+                await slots.acquire()
+                slots.release()
+            counts = [c.free_slots() for c in self.models.clients() if hasattr(c, "free_slots")]
+            if not tasks or not counts:
+                return
+            free = sum(free for free, _ in counts)
+            waiting = len(tasks) - sum(in_flight for _, in_flight in counts)
+            if free > waiting:
+                return
+            await self._row_finished.wait()
 
     async def _run_row(
         self, compiled: Any, tid: str, scope: str, row: SeedRow, queue: asyncio.Queue[Trajectory | None]
@@ -281,6 +310,11 @@ class Runner:
         with contextlib.suppress(Exception):
             return dict((await compiled.aget_state(config)).values)
         return {}
+
+    def _row_done(self, task: asyncio.Task[None]) -> None:
+        self._slots.release()
+        self._tasks.discard(task)
+        self._row_finished.set()
 
     def _trajectory(
         self, tid: str, row: SeedRow, state: Mapping[str, Any], *, error: str | None = None, started: str = ""
@@ -392,11 +426,6 @@ def quiet_gc() -> Iterator[None]:
             if _gc_runs == 0:
                 gc.unfreeze()
                 gc.set_threshold(*_gc_saved)
-
-
-def _row_done(task: asyncio.Task[None], slots: asyncio.Semaphore, tasks: set[asyncio.Task[None]]) -> None:
-    slots.release()
-    tasks.discard(task)
 
 
 def error_chain(exc: BaseException, limit: int = 5) -> str:

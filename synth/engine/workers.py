@@ -4,8 +4,9 @@ One Python process runs the whole engine on one core (asyncio, the GIL): at fast
 the loopback server) its CPU per call, not the backend, limits the rows per second. With ``--workers N``
 the parent process keeps the run folder's lock, the progress bar and the log, and forks N workers. Worker
 runs the ordinary async :class:`~synth.engine.runner.Runner` over the rows it claims (:class:`RowClaims`: a
-shared counter hands out the next input row to whichever worker has a free slot first, so a worker that
-drew slow rows never leaves the others idle at the end of a run; every worker reads the whole input, so
+shared counter hands out the next input row to whichever worker first has a call slot free for it, so a
+worker that drew slow rows never leaves the others idle at the end of a run, nor does one worker queue rows
+for its own busy slots while another's sit idle; every worker reads the whole input, so
 identical rows get the ids a one-process run gives them), with its own model clients, checkpointer and
 call-cache connection on the folder's shared SQLite files:
 

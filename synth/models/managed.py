@@ -129,6 +129,12 @@ class ManagedClient(ForwardingClient):
             self._semaphores[loop] = sem
         return sem
 
+    def free_slots(self) -> tuple[int, int]:
+        """(call slots free now, calls in flight) in this process: what a ``--workers`` process weighs
+        before it claims another row (:meth:`synth.engine.runner.Runner.run`)."""
+        in_flight = int(self._counts["in_flight"])
+        return self.concurrency_limit() - in_flight, in_flight
+
     def concurrency_limit(self) -> int:
         """Calls currently allowed in flight (this loop's adaptive limit, else ``max_concurrency``)."""
         limits = [s.allowed for s in list(self._semaphores.values()) if isinstance(s, AdaptiveLimit)]
