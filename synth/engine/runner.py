@@ -106,6 +106,7 @@ class Runner:
         self._slots = asyncio.Semaphore(concurrency)  # rows in flight (replaced per run, see _feed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._row_finished = asyncio.Event()
+        self._rows_over = asyncio.Event()  # every row of the run has finished (set per run, see run)
         self._provenance = Provenance(
             graph=graph.name,
             graph_version=graph.version,
@@ -143,6 +144,7 @@ class Runner:
         started = time.perf_counter()
         compiled = self.graph.build(self.models, **self.options)
         queue: asyncio.Queue[Trajectory | None] = asyncio.Queue(maxsize=self.concurrency * 2)
+        self._rows_over = asyncio.Event()
         with quiet_gc(), self._checkpointer(hold_start=not replays_history(compiled)) as saver:
             self._resumable = saver.thread_ids() if saver is not None else set()
             if saver is not None:
@@ -163,6 +165,7 @@ class Runner:
                     shard=shard,
                 )
             finally:
+                self._rows_over.set()  # the writer commits what it holds now, without waiting out the window
                 await queue.put(None)
                 await writer
             self.store.drop_replaced(self._lines, failed_only=limit is not None)  # a fixed line: one record
@@ -354,8 +357,10 @@ class Runner:
         while not finished:
             batch: list[Trajectory] = []
             item = await queue.get()
-            if item is not None and queue.empty():  # let the rows finishing meanwhile share the commit
-                await asyncio.sleep(WRITE_COALESCE_S)
+            if item is not None and queue.empty() and not self._rows_over.is_set():
+                with contextlib.suppress(TimeoutError):  # let the rows finishing meanwhile share the commit
+                    async with asyncio.timeout(WRITE_COALESCE_S):
+                        await self._rows_over.wait()
             while item is not None:
                 batch.append(item)
                 if len(batch) >= WRITE_BATCH or queue.empty():
