@@ -342,7 +342,10 @@ def chain(
         route = unless_stopped(there, END)
         if here == check and (until is not None or max_rounds is not None):
             route = _loop_exit(there, loop_from or "", until, max_rounds)
-        graph.add_conditional_edges(here, route, list(dict.fromkeys([there, END])))
+        if there == END:  # the last node of a chain without a loop: every way on ends the row, no router
+            graph.add_edge(here, END)
+        else:
+            graph.add_conditional_edges(here, route, list(dict.fromkeys([there, END])))
     return graph.compile()
 
 

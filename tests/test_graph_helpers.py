@@ -92,6 +92,22 @@ async def test_a_failed_call_ends_the_chain_with_the_reason(openai_server: Any) 
     assert state["stop_reason"] == state["error"]
 
 
+def test_the_last_node_of_a_chain_ends_it_without_a_router() -> None:
+    """A router that can only answer END is a branch evaluation per row for nothing (~13 % of
+    LangGraph's cost on a one-node graph); the nodes before it keep theirs (a failure ends the row)."""
+
+    async def node(state: Any) -> dict[str, Any]:
+        return {}
+
+    edges = chain(State, {"one": node, "two": node}).get_graph().edges
+    assert {(e.source, e.target): e.conditional for e in edges} == {
+        ("__start__", "one"): False,
+        ("one", "two"): True,
+        ("one", "__end__"): True,
+        ("two", "__end__"): False,
+    }
+
+
 async def test_a_missing_template_variable_names_role_variable_and_fix(openai_server: Any) -> None:
     graph = chain(State, {"count": role_node(COUNTER, _models(openai_server))})
     with pytest.raises(Exception, match=r"role 'counter' reads 'total'.*defaults="):

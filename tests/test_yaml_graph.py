@@ -167,3 +167,19 @@ async def test_trace_prints_each_node_event_and_keeps_results(tmp_path: Path, op
     [record] = RunStore(folder).iter_records()
     assert record.result["outputs"]["act"] == {"answer": "Jupiter"}  # same result as without --trace
     assert "trace:" not in (folder / "config.yaml").read_text()
+
+
+def test_a_node_whose_every_way_on_ends_the_row_gets_a_plain_edge() -> None:
+    """No router runs after the last node (a branch evaluation per row, ~13 % of LangGraph's cost on the
+    one-role bench graph); nodes with a choice keep theirs, and a failed node still ends the row."""
+    from synth.graph import ModelSet
+
+    one_role = resolve_graph(str(Path(__file__).parent.parent / "bench" / "one_role.yaml"))
+    edges = one_role.build(ModelSet(default=None, specs={})).get_graph().edges
+    assert [(e.source, e.target, e.conditional) for e in edges] == [
+        ("__start__", "write", False),
+        ("write", "__end__", False),
+    ]
+    graph = resolve_graph(str(REFLEXION))
+    reflexion = graph.build(ModelSet(default=None, specs={}), **graph.resolve_options({})).get_graph().edges
+    assert {e.source for e in reflexion if e.conditional} >= {"act", "evaluate"}
