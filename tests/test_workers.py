@@ -89,15 +89,16 @@ def test_two_workers_write_what_one_process_writes_within_the_global_call_limit(
 
 
 def test_rows_go_to_the_worker_with_a_free_call_slot(tmp_path: Path) -> None:
-    """8 rows, 8 call slots over two workers (4 + 4), 16 row slots (8 + 8): every row's call starts at
-    once. Claiming on row slots alone, the first worker took all 8 rows and ran them 4 at a time while
-    the second worker's slots sat idle: two rounds of the server's latency instead of one."""
-    path = seeds(tmp_path, rows=8)
+    """16 rows, 16 call slots over two workers (8 + 8), 32 row slots (16 + 16): a worker claims rows for its
+    free call slots plus a quarter of its slots (2) waiting, so at least 14 calls start at once. Claiming on
+    row slots alone, the first worker took all 16 rows and ran them 8 at a time while the second worker's
+    slots sat idle: two rounds of the server's latency instead of one."""
+    path = seeds(tmp_path, rows=16)
     with OpenAIServer(echo_responder, latency=1.0) as server:
         req = request(server, path, tmp_path / "run", graph="synth.testing.graphs:ECHO", workers=2)
-        summary, _ = asyncio.run(run_session(req.model_copy(update={"concurrency": 16, "max_calls": 8})))
-        assert summary.counts["ok"] == 8
-        assert server.stats()["max_in_flight"] == 8
+        summary, _ = asyncio.run(run_session(req.model_copy(update={"concurrency": 32, "max_calls": 16})))
+        assert summary.counts["ok"] == 16
+        assert server.stats()["max_in_flight"] >= 14
 
 
 def test_failures_under_faults_are_rows_too_with_two_workers(tmp_path: Path) -> None:
