@@ -59,6 +59,23 @@ def test_redirected_run_prints_a_line_at_each_interval(tmp_path: Path) -> None:
     assert float(mid.group(6)) > 0 and mid.group(9) != "?", mid.group(0)  # a rate and an ETA once rows finish
 
 
+def test_with_workers_the_line_counts_the_workers_calls(tmp_path: Path) -> None:
+    """The workers make the calls: the line shows their calls in flight and retries (the parent's own
+    clients stay at 0; the line read those before)."""
+    with OpenAIServer(latency=Latency(mean_ms=250), faults=Faults(fail_first=3)) as server:
+        run = subprocess.run(
+            command(server, tmp_path, "--progress-every", "0.5", "--workers", "2"),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert run.returncode == 0, run.stderr
+    parsed = [LINE.match(line) for line in run.stdout.splitlines() if line.strip()]
+    assert parsed and all(parsed), run.stdout
+    assert any(int(m.group(7)) > 0 for m in parsed if m), run.stdout  # calls in flight mid-run
+    assert int(parsed[-1].group(8)) == 3, run.stdout  # the three 500s, retried in whichever worker
+
+
 def test_a_terminal_gets_the_live_bar_and_zero_turns_lines_off(tmp_path: Path) -> None:
     with OpenAIServer(latency=Latency(mean_ms=20)) as server:
         leader, follower = pty.openpty()

@@ -333,7 +333,12 @@ async def _run(
     total = count_rows(request.input) if request.input.is_file() else None
     if request.limit is not None and total is not None:
         total = min(total, request.limit)
-    with _progress(console) as progress, _batch_lines(request, graph.name, models) as lines:
+    calls = None
+    if workers > 1:
+        from synth.engine.workers import WorkerCalls
+
+        calls = WorkerCalls()  # the workers make the calls: the progress line reads their counters
+    with _progress(console) as progress, _batch_lines(request, graph.name, calls or models) as lines:
         bar = _RunProgress(progress, total, graph.name, log)
         lines.watch(bar)
         if request.executor == "ray":
@@ -354,6 +359,7 @@ async def _run(
                 on_start=lambda index, pid: log.event(
                     "worker_start", index=index, pid=pid, workers=workers
                 ),
+                calls=calls,
             )
             summary.elapsed_s = time.perf_counter() - started
         else:
@@ -379,8 +385,9 @@ async def _run(
     return summary
 
 
-def _batch_lines(request: RunRequest, name: str, models: ModelSet) -> contextlib.AbstractContextManager[Any]:
-    """Plain progress lines every ``request.progress_every`` seconds (batch jobs; 0: none)."""
+def _batch_lines(request: RunRequest, name: str, models: Any) -> contextlib.AbstractContextManager[Any]:
+    """Plain progress lines every ``request.progress_every`` seconds (batch jobs; 0: none); ``models``: what
+    has the clients making the calls (the run's ModelSet, or the workers' counters)."""
     clients = models.clients if request.executor == "asyncio" else None  # Ray: calls run in the actors
     return BatchProgress(name, clients).every(request.progress_every)
 
