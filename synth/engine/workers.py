@@ -81,7 +81,8 @@ class RowClaims:
     Why not a fixed split (row ``i`` to worker ``i mod N``): rows do not take equal time (5 % of calls
     10x slower, retries, longer graphs), and a fixed split ends with one worker still busy on its share
     while the others sit idle. Each worker asks :meth:`owns` for every input index, in order, just before
-    the row would start (when it has a free slot): it gets the row if no worker has claimed it yet.
+    the row would start (when it has room for it: a call slot, see ``Runner._room_for_a_row``): it gets
+    the row if no worker has claimed it yet.
     A claim is one ``lockf`` (a POSIX record lock: per process, released by the OS if the holder dies, so
     a killed worker never blocks the others) and an 8-byte ``pread``/``pwrite`` of an unlinked file made
     before the fork: microseconds per row. Claims only move forward, so the ones a worker gets are
