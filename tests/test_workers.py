@@ -101,6 +101,46 @@ def test_rows_go_to_the_worker_with_a_free_call_slot(tmp_path: Path) -> None:
         assert server.stats()["max_in_flight"] >= 14
 
 
+SLOW_TOOL = """
+import asyncio, os, time
+from synth.graph import SynthGraph, chain
+from synth.testing.graphs import ECHO_ROLE, TextSeed, TextState, _node, _to_trajectory
+
+
+async def tool(state):
+    started = time.monotonic()
+    await asyncio.sleep(0.5)  # a slow tool: the row holds no call slot meanwhile
+    with open(os.environ["SPANS"], "a") as spans:
+        spans.write(f"{started} {time.monotonic()}\\n")
+    return {}
+
+
+GRAPH = SynthGraph(
+    name="slow-tool", description="a tool, then one call", version="1", seed_model=TextSeed,
+    roles=(ECHO_ROLE,), to_trajectory=_to_trajectory, exports={},
+    build=lambda models: chain(TextState, {"tool": tool, "echo": _node((ECHO_ROLE,), models)}),
+)
+"""
+
+
+def test_rows_busy_outside_model_calls_do_not_hold_back_claims(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows in a tool hold no call slot: a worker keeps claiming them up to its row slots. Counted as
+    waiting for a call, 16 rows would run 4 at a time (2 + 2 call slots), each first in a 0.5 s tool."""
+    graph = tmp_path / "slow_tool.py"
+    graph.write_text(SLOW_TOOL)
+    spans = tmp_path / "spans.txt"
+    monkeypatch.setenv("SPANS", str(spans))
+    with OpenAIServer(echo_responder, latency=0.01) as server:
+        req = request(server, seeds(tmp_path, rows=16), tmp_path / "run", graph=f"{graph}:GRAPH", workers=2)
+        summary, _ = asyncio.run(run_session(req.model_copy(update={"concurrency": 32, "max_calls": 4})))
+    assert summary.counts["ok"] == 16
+    intervals = [tuple(map(float, line.split())) for line in spans.read_text().splitlines()]
+    most = max(sum(1 for a, b in intervals if a <= start < b) for start, _ in intervals)
+    assert most >= 12, intervals  # rows in the tool at once (all 16 when both workers start together)
+
+
 def test_failures_under_faults_are_rows_too_with_two_workers(tmp_path: Path) -> None:
     """A shorter chaos run (test_chaos.py) split between two workers: every row exactly once."""
 

@@ -29,6 +29,8 @@ from synth.graph import ModelSet, SynthGraph, steps_of
 from synth.sampling import effective_sampling
 from synth.trajectory import Provenance, Trajectory, Usage, content_hash, row_key, trajectory_id, utc_now
 
+#: How often a ``--workers`` process with no room for another row looks again (see ``_room_for_a_row``).
+ROOM_RECHECK_S = 0.05
 WRITE_BATCH = 256
 #: How long the writer lets finished rows gather before it commits them in one transaction, on the event
 #: loop's thread. Not in a worker thread: SQLite releases the GIL on every statement step, and each time
@@ -105,8 +107,9 @@ class Runner:
         self._lines: dict[str, str] = {}  # source line -> the id of the row it holds (this run's read)
         self._slots = asyncio.Semaphore(concurrency)  # rows in flight (replaced per run, see _feed)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._row_finished = asyncio.Event()
+        self._room_changed = asyncio.Event()
         self._rows_over = asyncio.Event()  # every row of the run has finished (set per run, see run)
+        self._unstarted = 0  # row tasks created that have not run yet (see _room_for_a_row)
         self._provenance = Provenance(
             graph=graph.name,
             graph_version=graph.version,
@@ -192,7 +195,8 @@ class Runner:
         lines = self._lines = {}
         slots = self._slots = asyncio.Semaphore(self.concurrency)
         tasks = self._tasks = set()
-        self._row_finished = asyncio.Event()
+        self._room_changed = asyncio.Event()
+        self._unstarted = 0
         try:
             for index, row in enumerate(rows):
                 if limit is not None and index >= limit:
@@ -217,6 +221,7 @@ class Runner:
                     continue
                 await slots.acquire()
                 scope = f"{key}#{occurrence}"
+                self._unstarted += 1
                 task = asyncio.create_task(self._run_row(compiled, tid, scope, row, queue))
                 tasks.add(task)
                 task.add_done_callback(self._row_done)
@@ -237,26 +242,33 @@ class Runner:
         workers, 0.37 s with one) and at its end. Claiming only for free call slots, a freed slot waited
         for a new row's set-up (graph, templates, ~1 ms of CPU on a busy loop): C = 128, 200 ms, two
         workers: 534 rows/s. A quarter of the slots' worth of rows waiting hides that set-up (565 rows/s;
-        a half: 561) and keeps the imbalance at a run's end to that many rows. Rows between two calls
-        count as waiting (they are about to take a slot); re-checked whenever a row finishes."""
+        a half: 561) and keeps the imbalance at a run's end to that many rows. Waiting: rows queued for a
+        call slot, and rows claimed whose task has not started yet (they are about to ask); rows busy
+        outside model calls (a tool, retrieval) do not count, so ``--concurrency`` above the call slots
+        still keeps the slots busy for such graphs. Re-checked whenever a row finishes, and every
+        :data:`ROOM_RECHECK_S` while the worker has no room (not when a row starts: until it reaches its
+        first call, a new row would look busy elsewhere)."""
         while True:
-            self._row_finished.clear()
+            self._room_changed.clear()
             if slots.locked():
                 await slots.acquire()
                 slots.release()
             counts = [c.free_slots() for c in self.models.clients() if hasattr(c, "free_slots")]
             if not tasks or not counts:
                 return
-            free = sum(free for free, _ in counts)
-            waiting = len(tasks) - sum(in_flight for _, in_flight in counts)
-            ahead = (free + sum(in_flight for _, in_flight in counts)) // 4  # see the docstring
+            free = sum(free for free, _, _ in counts)
+            ahead = (free + sum(in_flight for _, in_flight, _ in counts)) // 4  # see the docstring
+            waiting = self._unstarted + sum(waiting for _, _, waiting in counts)
             if free + ahead > waiting:
                 return
-            await self._row_finished.wait()
+            with contextlib.suppress(TimeoutError):  # a slot freed inside a row changes it too: look again
+                async with asyncio.timeout(ROOM_RECHECK_S):
+                    await self._room_changed.wait()
 
     async def _run_row(
         self, compiled: Any, tid: str, scope: str, row: SeedRow, queue: asyncio.Queue[Trajectory | None]
     ) -> None:
+        self._unstarted -= 1
         CALL_SCOPE.set(scope)  # this task's context: the call cache keys every call of the row by it
         config = {"configurable": {"thread_id": tid}, "recursion_limit": 200}
         started = utc_now()
@@ -321,7 +333,7 @@ class Runner:
     def _row_done(self, task: asyncio.Task[None]) -> None:
         self._slots.release()
         self._tasks.discard(task)
-        self._row_finished.set()
+        self._room_changed.set()
 
     def _trajectory(
         self, tid: str, row: SeedRow, state: Mapping[str, Any], *, error: str | None = None, started: str = ""

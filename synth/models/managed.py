@@ -98,6 +98,7 @@ class ManagedClient(ForwardingClient):
         self._lock = threading.Lock()
         self._counts: dict[str, float] = dict.fromkeys(_COUNTERS, 0)
         self._errors: dict[str, int] = {}
+        self._waiting = 0  # callers waiting for a slot (all loops)
 
     def __repr__(self) -> str:
         return (
@@ -129,11 +130,11 @@ class ManagedClient(ForwardingClient):
             self._semaphores[loop] = sem
         return sem
 
-    def free_slots(self) -> tuple[int, int]:
-        """(call slots free now, calls in flight) in this process: what a ``--workers`` process weighs
-        before it claims another row (:meth:`synth.engine.runner.Runner.run`)."""
+    def free_slots(self) -> tuple[int, int, int]:
+        """(call slots free, calls in flight, callers waiting for a slot) in this process: what a
+        ``--workers`` process weighs before it claims another row (``Runner._room_for_a_row``)."""
         in_flight = int(self._counts["in_flight"])
-        return self.concurrency_limit() - in_flight, in_flight
+        return self.concurrency_limit() - in_flight, in_flight, self._waiting
 
     def concurrency_limit(self) -> int:
         """Calls currently allowed in flight (this loop's adaptive limit, else ``max_concurrency``)."""
@@ -161,7 +162,11 @@ class ManagedClient(ForwardingClient):
         must then call :meth:`_release`.
         """
         sem = self._semaphore()
-        await sem.acquire()
+        self._waiting += 1
+        try:
+            await sem.acquire()
+        finally:
+            self._waiting -= 1
         self._add(attempts=1, in_flight=1)
         start = time.perf_counter()
         ok = False
