@@ -14,7 +14,7 @@ too, is not in these figures), and each layer is timed on top of the one below, 
 * ``+ runner``: ``Runner.run`` over N rows, 32 in flight (records, the writer), per row.
 
 From ``+ call cache`` on, every layer runs on the cached client (each call a miss, as in a first run),
-and all of them under the runner's GC settings (:func:`synth.engine.runner.quiet_gc`). CPU microseconds per
+and all of them under the runner's GC settings (:func:`synth.engine.quiet_gc.quiet_gc`). CPU microseconds per
 call (``time.process_time``), medians of ``--repeat`` rounds. Results: ``bench/results/layers.json`` (with
 the load average: on a busy machine every layer costs more CPU time, so compare layers within one file).
 """
@@ -42,7 +42,8 @@ from openai.types.chat import ChatCompletion  # noqa: E402
 from synth.engine.cache import CALL_SCOPE, CallCache  # noqa: E402
 from synth.engine.checkpoints import InlineSqliteSaver  # noqa: E402
 from synth.engine.inputs import SeedRow  # noqa: E402
-from synth.engine.runner import Runner, quiet_gc  # noqa: E402
+from synth.engine.quiet_gc import quiet_gc  # noqa: E402
+from synth.engine.runner import Runner  # noqa: E402
 from synth.engine.store import RunStore  # noqa: E402
 from synth.graph import ModelSet  # noqa: E402
 from synth.models import ClientOptions, ManagedClient  # noqa: E402

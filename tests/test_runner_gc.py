@@ -1,4 +1,4 @@
-"""The runner quiets the cycle collector while rows run (``synth.engine.runner.quiet_gc``), then restores."""
+"""The runner quiets the cycle collector while rows run (``synth.engine.quiet_gc``), then restores."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from synth.engine.runner import GC_YOUNG_THRESHOLD, quiet_gc
+from synth.engine.quiet_gc import GC_YOUNG_THRESHOLD, quiet_gc
 
 
 def test_runs_quiet_the_garbage_collector_while_they_run_and_restore_it() -> None:

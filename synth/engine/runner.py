@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -24,6 +22,7 @@ from synth.engine.cache import CALL_SCOPE
 from synth.engine.checkpoints import InlineSqliteSaver, replays_history
 from synth.engine.inputs import SeedRow
 from synth.engine.logs import redact, secret_values
+from synth.engine.quiet_gc import quiet_gc
 from synth.engine.store import RunStore
 from synth.graph import ModelSet, SynthGraph, steps_of
 from synth.sampling import effective_sampling
@@ -238,7 +237,7 @@ class Runner:
 
         A ``--workers`` process asks this before it claims the next row. Claiming on row slots alone
         (``--concurrency``, often twice the call slots), a worker kept rows waiting for its own call slots
-        while another worker's sat idle: at the start of a run (64 rows at 200 ms: 0.58 s with two
+        while another worker's sat idle: at the start of a run (64 rows at 200 ms: 0.6 s with two
         workers, 0.37 s with one) and at its end. Claiming only for free call slots, a freed slot waited
         for a new row's set-up (graph, templates, ~1 ms of CPU on a busy loop): C = 128, 200 ms, two
         workers: 534 rows/s. A quarter of the slots' worth of rows waiting hides that set-up (565 rows/s;
@@ -409,44 +408,6 @@ class Runner:
             return
         with InlineSqliteSaver.open(self.store.checkpoint_path, hold_start=hold_start) as saver:
             yield saver
-
-
-#: Young-generation threshold while a run is going (CPython's default is 700 allocations).
-GC_YOUNG_THRESHOLD = 20_000
-_gc_runs = 0
-_gc_saved: tuple[int, int, int] = gc.get_threshold()
-_gc_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def quiet_gc() -> Iterator[None]:
-    """Keep Python's cycle collector from walking the whole heap over and over while rows run.
-
-    A ``synth run`` process holds ~180k long-lived objects (LangGraph, AutoGen, the OpenAI SDK, pydantic
-    schemas), and the rows in flight allocate fast enough to trigger a full collection every ~200 rows,
-    each walking that whole heap: measured 1.0 ms of CPU per row at zero latency, a quarter of the
-    engine's time. ``gc.freeze()`` moves the objects alive at the start to the permanent generation for
-    the run, and a young-generation threshold of :data:`GC_YOUNG_THRESHOLD` stops the ~0.6 young
-    collections per row that each walked the rows in flight (another 0.2 ms per row). The rows leave
-    little cyclic garbage (~3 objects each), collected as usual, just less often. Nested and concurrent
-    runs share one setting; the last to finish restores the thresholds and ``gc.unfreeze()`` hands the
-    frozen objects back, so nothing is leaked.
-    """
-    global _gc_runs, _gc_saved
-    with _gc_lock:
-        if _gc_runs == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(max(_gc_saved[0], GC_YOUNG_THRESHOLD), *_gc_saved[1:])
-            gc.freeze()
-        _gc_runs += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_runs -= 1
-            if _gc_runs == 0:
-                gc.unfreeze()
-                gc.set_threshold(*_gc_saved)
 
 
 def error_chain(exc: BaseException, limit: int = 5) -> str:

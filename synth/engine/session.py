@@ -335,7 +335,7 @@ async def _run(
         total = min(total, request.limit)
     calls = None
     if workers > 1:
-        from synth.engine.workers import WorkerCalls
+        from synth.engine.worker_calls import WorkerCalls
 
         calls = WorkerCalls()  # the workers make the calls: the progress line reads their counters
     with _progress(console) as progress, _batch_lines(request, graph.name, calls or models) as lines:

@@ -48,6 +48,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from synth.engine.runner import RunSummary
+from synth.engine.worker_calls import WorkerCalls, calls_and_retries, report_calls, reporting
 from synth.errors import SynthError
 from synth.trajectory import Trajectory, Usage
 
@@ -128,22 +129,6 @@ class _Worker:
     calls: tuple[int, int] = (0, 0)  # its clients' calls in flight and retries, as last reported
 
 
-class WorkerCalls:
-    """The workers' calls in flight and retries, summed, in the shape of a model client's ``stats()``: what
-    the parent's progress line shows (its own clients make no calls). Workers report them every
-    :data:`CALLS_EVERY_S`."""
-
-    def __init__(self) -> None:
-        self.workers: list[_Worker] = []
-
-    def clients(self) -> list[Any]:
-        return [self]
-
-    def stats(self) -> SimpleNamespace:
-        in_flight = sum(w.calls[0] for w in self.workers if w.status is None)
-        return SimpleNamespace(in_flight=in_flight, retries=sum(w.calls[1] for w in self.workers))
-
-
 async def run_workers(
     count: int,
     work: Work,
@@ -161,8 +146,8 @@ async def run_workers(
     death_read, death_write = os.pipe()  # the parent holds the write end: EOF in a worker = parent gone
     workers: list[_Worker] = calls.workers if calls is not None else []
     claims = RowClaims()  # the workers' copy of its file stays open in them; this process's closes below
-    # Objects alive now are shared with the workers copy-on-write; frozen, a worker's collector (and its
-    # own gc.freeze, synth.engine.runner.quiet_gc) never walks them, which would copy every page of the heap.
+    # Objects alive now are shared with the workers copy-on-write; frozen, a worker's collector (and its own
+    # gc.freeze, synth.engine.quiet_gc) never walks them, which would copy every page of the heap.
     gc.freeze()
     try:
         for index in range(count):
@@ -348,12 +333,6 @@ def folder_work(request: Any, graph: Any, folder: Path, count: int) -> Callable[
     return work
 
 
-def calls_and_retries(clients: list[Any]) -> tuple[int, int]:
-    """Calls in flight and retries so far over ``clients`` (model clients with ``stats()``)."""
-    stats = [client.stats() for client in clients if hasattr(client, "stats")]
-    return sum(s.in_flight for s in stats), sum(s.retries for s in stats)
-
-
 # -- the worker side --------------------------------------------------------------------------------------
 def _child(
     index: int,
@@ -371,7 +350,7 @@ def _child(
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         threading.Thread(target=_exit_with_parent, args=(death_fd,), daemon=True).start()
         events = _Events(events_fd)
-        summary: RunSummary = asyncio.run(_reporting(work(index, owns, events.record, events.skip), events))
+        summary: RunSummary = asyncio.run(reporting(work(index, owns, events.record, events.skip), events))
         events.flush()
         events.send("summary", summary_payload(summary))
         code = 0
@@ -380,37 +359,6 @@ def _child(
     finally:
         sys.stderr.flush()
         os._exit(code)
-
-
-#: How often a worker sends its clients' calls in flight and retries to the parent (progress lines).
-CALLS_EVERY_S = 0.5
-#: The call counters of this worker's clients, set by the work function once it built them.
-_calls_of_this_worker: Callable[[], tuple[int, int]] | None = None
-
-
-def report_calls(counters: Callable[[], tuple[int, int]]) -> None:
-    """Called in a worker by its work function: where its calls in flight and retries are read."""
-    global _calls_of_this_worker
-    _calls_of_this_worker = counters
-
-
-async def _reporting(work: Any, events: _Events) -> RunSummary:  # pragma: no cover - in the child
-    """Run ``work``, sending the call counters every :data:`CALLS_EVERY_S` while it runs."""
-
-    async def report() -> None:
-        while True:
-            await asyncio.sleep(CALLS_EVERY_S)
-            if _calls_of_this_worker is not None:
-                events.send("calls", list(_calls_of_this_worker()))
-
-    reporter = asyncio.create_task(report())
-    try:
-        result: RunSummary = await work
-        return result
-    finally:
-        reporter.cancel()
-        if _calls_of_this_worker is not None:  # the final retries count
-            events.send("calls", [0, _calls_of_this_worker()[1]])
 
 
 def _exit_with_parent(fd: int) -> None:  # pragma: no cover - runs in the forked child
