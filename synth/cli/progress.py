@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, Protocol
 
+from synth.engine.worker_calls import calls_and_retries
+
 #: Seconds between lines when ``--progress-every`` is not given.
 DEFAULT_EVERY_S = 15.0
 
@@ -81,8 +83,7 @@ class BatchProgress:
         rate = done / elapsed if elapsed > 0 else 0.0
         calls = ""
         if self._clients is not None:
-            stats = [client.stats() for client in self._clients()]
-            in_flight, retries = sum(s.in_flight for s in stats), sum(s.retries for s in stats)
+            in_flight, retries = calls_and_retries(self._clients())
             calls = f" | {in_flight} calls in flight | {retries} retries"
         if total is None:
             rows, eta = f"{done} rows", "?"

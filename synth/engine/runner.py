@@ -207,7 +207,7 @@ class Runner:
                 # every row, not only the ones this worker claims: a row that moved to another's line is kept
                 lines[row.source] = tid
                 if shard is not None:
-                    await self._room_for_a_row(slots, tasks)
+                    await self._room_for_a_row()
                     if not shard(index):
                         continue
                 if tid in done or (retry_failed and tid not in failed and row.source not in failed_lines):
@@ -231,7 +231,7 @@ class Runner:
                 task.cancel()
             raise
 
-    async def _room_for_a_row(self, slots: asyncio.Semaphore, tasks: set[asyncio.Task[None]]) -> None:
+    async def _room_for_a_row(self) -> None:
         """Wait until a row could start here without a long queue: a row slot free, and fewer rows waiting
         for a call slot than the free call slots plus a quarter of all of them.
 
@@ -249,11 +249,11 @@ class Runner:
         first call, a new row would look busy elsewhere)."""
         while True:
             self._room_changed.clear()
-            if slots.locked():
-                await slots.acquire()
-                slots.release()
+            if self._slots.locked():
+                await self._slots.acquire()
+                self._slots.release()
             counts = [c.free_slots() for c in self.models.clients() if hasattr(c, "free_slots")]
-            if not tasks or not counts:
+            if not self._tasks or not counts:
                 return
             free = sum(free for free, _, _ in counts)
             ahead = (free + sum(in_flight for _, in_flight, _ in counts)) // 4  # see the docstring

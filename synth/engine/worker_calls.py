@@ -8,7 +8,7 @@ sum (:class:`WorkerCalls`, in the shape of a model client's ``stats()``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -33,8 +33,9 @@ class WorkerCalls:
         return SimpleNamespace(in_flight=in_flight, retries=sum(w.calls[1] for w in self.workers))
 
 
-def calls_and_retries(clients: list[Any]) -> tuple[int, int]:
-    """Calls in flight and retries so far over ``clients`` (model clients with ``stats()``)."""
+def calls_and_retries(clients: Iterable[Any]) -> tuple[int, int]:
+    """Calls in flight and retries so far over ``clients`` (model clients with ``stats()``): what a
+    progress line shows, in one process (``synth.cli.progress``) or reported by a worker."""
     stats = [client.stats() for client in clients if hasattr(client, "stats")]
     return sum(s.in_flight for s in stats), sum(s.retries for s in stats)
 

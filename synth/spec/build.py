@@ -189,7 +189,7 @@ class _Compiler:
                 graph.add_edge(source, _target(self.bp.edges[source][0].to))
             elif source == START and self._plain_start():
                 graph.add_edge(LG_START, self.bp.edges[START][0].to)
-            elif source != START and self.targets(source) in ([], [LG_END]):
+            elif source != START and self.targets(source) == [LG_END]:
                 graph.add_edge(source, LG_END)  # every way on ends the row: no router to run (~40 us a row)
             else:
                 graph.add_conditional_edges(_target(source), self.router(source), self.targets(source))
