@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -184,3 +185,29 @@ def test_a_rerun_of_lost_records_is_served_from_the_cache(tmp_path: Path, openai
     store.close()
     uncached, _ = asyncio.run(run_session(request.model_copy(update={"cache": False})))
     assert openai_server.stats()["completions"] == 2 * paid and uncached.usage.cached_calls == 0
+
+
+async def test_writes_commit_together_on_the_loop_within_the_window(tmp_path: Path) -> None:
+    """No writer thread: pending writes are visible to lookups at once and reach the file within
+    COALESCE_S in one commit, from a timer on the running loop (nobody calls flush or close here)."""
+    import sqlite3
+
+    from synth.engine.cache import COALESCE_S
+
+    cache = CallCache(tmp_path / "calls.sqlite")
+    try:
+        cache.put("a", "create", "1")
+        cache.put("b", "create", "2")
+        cache.discard("a")
+        assert cache.get("b") == "2" and cache.get("a") is None
+
+        def on_disk() -> dict[str, str]:
+            with sqlite3.connect(tmp_path / "calls.sqlite") as db:  # what a re-run would see
+                return dict(db.execute("SELECT key, value FROM calls").fetchall())
+
+        assert on_disk() == {}
+        await asyncio.sleep(COALESCE_S * 3)
+        assert on_disk() == {"b": "2"} and cache.stats().writes == 2
+        assert not any(t.name == "synth-call-cache" for t in threading.enumerate())
+    finally:
+        cache.close()
