@@ -2,8 +2,9 @@
 
 Roles never see timeouts, rate limits or flaky networks: they call ``create`` and get a result or a final
 error. This wrapper is the single place that bounds concurrency (a semaphore per client, shared by every
-row using it), applies a per-attempt timeout, retries transient failures with jittered exponential
-backoff (honouring ``Retry-After``), merges default sampling parameters, and counts tokens, calls,
+row using it; for HTTP backends a slot is held only while the request is on the wire,
+:mod:`synth.models.call_slot`), applies a per-attempt timeout, retries transient failures with jittered
+exponential backoff (honouring ``Retry-After``), merges default sampling parameters, and counts tokens, calls,
 retries, errors and latency. Client errors (4xx other than 408/429) are never retried: repeating a bad
 request only burns quota.
 
@@ -28,6 +29,7 @@ from pydantic import BaseModel
 from synth.engine.cache import CallCache, call_key, reply_validates, score_key
 from synth.engine.logs import redact_error
 from synth.models.base import ScoreRequest, SupportsLogprobs
+from synth.models.call_slot import CURRENT, CallSlot, takes_call_slots
 from synth.models.forwarding import ForwardingClient
 from synth.models.limiter import AdaptiveLimit
 from synth.models.policy import (
@@ -99,6 +101,8 @@ class ManagedClient(ForwardingClient):
         self._counts: dict[str, float] = dict.fromkeys(_COUNTERS, 0)
         self._errors: dict[str, int] = {}
         self._waiting = 0  # callers waiting for a slot (all loops)
+        #: ``create`` holds a slot only for its HTTP exchange (see :mod:`synth.models.call_slot`).
+        self._late_slots = takes_call_slots(inner)
 
     def __repr__(self) -> str:
         return (
@@ -155,26 +159,28 @@ class ManagedClient(ForwardingClient):
         )
 
     # -- retry machinery --------------------------------------------------------------------------------
-    async def _attempt(self, op: Callable[[], Awaitable[T]], *, keep_slot: bool = False) -> tuple[T, float]:
-        """One attempt: take a concurrency slot (never held during backoff), apply the timeout, count errors.
+    async def _attempt(
+        self, op: Callable[[], Awaitable[T]], *, keep_slot: bool = False, late_slot: bool = False
+    ) -> tuple[T, float]:
+        """One attempt: hold a concurrency slot (never during backoff), apply the timeout, count errors.
 
-        With ``keep_slot`` the slot stays taken after success (a stream that is still open); the caller
+        With ``late_slot`` the backend's HTTP hooks take the slot only for the exchange itself
+        (:mod:`synth.models.call_slot`); otherwise it is taken here, for the whole attempt. With
+        ``keep_slot`` the slot stays taken after success (a stream that is still open); the caller
         must then call :meth:`_release`.
         """
         sem = self._semaphore()
-        self._waiting += 1
-        try:
-            await sem.acquire()
-        finally:
-            self._waiting -= 1
-        self._add(attempts=1, in_flight=1)
-        start = time.perf_counter()
+        slot = CallSlot(lambda: self._acquire(sem), lambda: self._release(sem), self.options.timeout_s)
+        self._add(attempts=1)
         ok = False
+        token = CURRENT.set(slot if late_slot else None)
         try:
-            async with asyncio.timeout(self.options.timeout_s):  # no extra task, unlike wait_for
+            if not late_slot:
+                await slot.take()
+            async with slot.deadline():  # no extra task, unlike wait_for
                 result = await op()
             ok = True
-            latency = time.perf_counter() - start
+            latency = slot.held_s()
             if isinstance(sem, AdaptiveLimit):
                 sem.on_success(latency)
             return result, latency
@@ -188,15 +194,24 @@ class ManagedClient(ForwardingClient):
                 raise failure from None
             raise
         finally:
+            CURRENT.reset(token)
             if not (ok and keep_slot):
-                self._release(sem)
+                slot.give_back()
+
+    async def _acquire(self, sem: Slots) -> None:
+        self._waiting += 1
+        try:
+            await sem.acquire()
+        finally:
+            self._waiting -= 1
+        self._add(in_flight=1)
 
     def _release(self, sem: Slots) -> None:
         self._add(in_flight=-1)
         sem.release()
 
     async def _with_retries(
-        self, op: Callable[[], Awaitable[T]], *, keep_slot: bool = False
+        self, op: Callable[[], Awaitable[T]], *, keep_slot: bool = False, late_slot: bool = False
     ) -> tuple[T, float]:
         """Run ``op`` under the retry policy; on final failure re-raise the last error (type and status
         kept) with a note that lists every attempt, so logs show the whole story.
@@ -207,7 +222,7 @@ class ManagedClient(ForwardingClient):
         try:
             while True:
                 try:
-                    return await self._attempt(op, keep_slot=keep_slot)
+                    return await self._attempt(op, keep_slot=keep_slot, late_slot=late_slot)
                 except Exception as exc:
                     history.append(f"attempt {len(history) + 1}: {type(exc).__name__}: {exc}"[:300])
                     if len(history) > self.options.max_retries or not is_retryable(exc):
@@ -262,7 +277,9 @@ class ManagedClient(ForwardingClient):
         hit = self._cached(key, json_output)
         if hit is not None:
             return hit
-        result, latency = await self._with_retries(lambda: self.inner.create(messages, **sent))
+        result, latency = await self._with_retries(
+            lambda: self.inner.create(messages, **sent), late_slot=self._late_slots
+        )
         self._record_result(result, latency)
         self._store(key, result, json_output)
         return result

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from synth.errors import ModelSpecError
 from synth.models.base import CAPABLE_MODEL_INFO
+from synth.models.call_slot import install_slot_hooks
 from synth.models.managed import ClientOptions
 from synth.models.reply_guard import install_reply_guard
 from synth.models.transport import JsonBodyClient, http_client
@@ -178,4 +179,5 @@ def build_openai_client(
     else:
         client = SynthOpenAIChatCompletionClient(**kwargs)
     install_reply_guard(client, options.max_reply_bytes)  # garbage 200s and oversized replies
+    install_slot_hooks(client)  # after the guard: a slot is held until the reply body has been read
     return client

@@ -244,3 +244,58 @@ async def test_no_schema_support_falls_back_to_json_mode(openai_server: OpenAISe
     client = managed(openai_server, model_info={"structured_output": False})
     await client.create(MESSAGES, json_output=Answer)
     assert openai_server.requests[-1]["response_format"] == {"type": "json_object"}
+
+
+async def test_a_slot_is_held_only_while_the_request_is_on_the_wire(openai_server: OpenAIServer) -> None:
+    """One slot, four calls: all four build their requests at once; only the HTTP exchanges take turns."""
+    openai_server.set_latency(0.05)
+    client = managed(openai_server, max_concurrency=1)
+    backend = client.inner.inner  # type: ignore[attr-defined]
+    send = backend.create
+    preparing = peak = 0
+
+    async def slow_to_prepare(messages: list[object], **kwargs: object) -> CreateResult:
+        nonlocal preparing, peak
+        preparing += 1
+        peak = max(peak, preparing)
+        await asyncio.sleep(0.05)  # request building on a busy loop: no slot is needed for it
+        preparing -= 1
+        return await send(messages, **kwargs)  # type: ignore[no-any-return]
+
+    backend.create = slow_to_prepare
+    await asyncio.gather(*(client.create([UserMessage(content=f"row {i}", source="u")]) for i in range(4)))
+    assert peak == 4
+    assert openai_server.stats()["max_in_flight"] == 1
+    stats = client.stats()
+    assert (stats.max_in_flight, stats.in_flight, stats.ok) == (1, 0, 4)
+
+
+async def test_waiting_for_a_slot_does_not_count_against_the_timeout(openai_server: OpenAIServer) -> None:
+    openai_server.set_latency(0.3)
+    client = managed(openai_server, max_concurrency=1, timeout_s=0.5, max_retries=0)
+    # The third call waits ~0.6 s for its slot, longer than the timeout, and then has its whole 0.5 s.
+    await asyncio.gather(*(client.create([UserMessage(content=f"row {i}", source="u")]) for i in range(3)))
+    stats = client.stats()
+    assert (stats.ok, stats.failed, stats.errors) == (3, 0, {})
+    assert 0.25 < stats.latency_s / 3 < 0.5  # each call's latency is its exchange, not its wait
+
+
+async def test_a_failed_or_cancelled_exchange_gives_its_slot_back(openai_server: OpenAIServer) -> None:
+    client = managed(openai_server, max_concurrency=1, max_retries=0)
+    openai_server.set_faults(reset=1.0)
+    for _ in range(3):  # with a leaked slot the second call would wait forever
+        with pytest.raises(openai.APIConnectionError):
+            await asyncio.wait_for(client.create(MESSAGES), 5)
+    openai_server.set_faults(reset=0.0)
+    openai_server.set_latency(0.3)
+    first = asyncio.create_task(client.create([UserMessage(content="first", source="u")]))
+    waiting = asyncio.create_task(client.create([UserMessage(content="waiting", source="u")]))
+    await asyncio.sleep(0.1)  # `waiting` is blocked at the request hook, `first` is on the wire
+    assert client.free_slots() == (0, 1, 1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await first
+    await asyncio.wait_for(client.create(MESSAGES), 5)
+    assert client.free_slots() == (1, 0, 0)
+    assert client.stats().in_flight == 0
