@@ -471,7 +471,7 @@ def main() -> None:
             f"{got['peak_pss_sum_growth_mb']} MB (PSS sum), {got['peak_rss_sum_growth_mb']} MB (RSS sum)"
         )
     report = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
         "load_avg_before": load_before,
         "load_avg_after": os.getloadavg(),
         "cases": results,
@@ -481,6 +481,17 @@ def main() -> None:
     out = RESULTS / (args.out or ("throughput.json" if args.only is None else "throughput-partial.json"))
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")
+
+
+def cpu_model() -> str:
+    """The CPU's model name: per-call CPU differs ~2x between the machines this bench has run on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def print_case(case: dict[str, Any]) -> None:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
 import ssl
 import sys
 import weakref
 from typing import Any
 
 import openai
+import pydantic
 
 
 class PerLoopTransport:
@@ -146,15 +148,27 @@ class _ChatCompletions:
         return getattr(self._resource, name)
 
     async def create(self, **kwargs: Any) -> Any:
-        from openai.types.chat import ChatCompletion
-
         given = {k: v for k, v in kwargs.items() if not isinstance(v, openai.NotGiven | _OMIT)}
         options = {_OPTION_KEYS[k]: given.pop(k) for k in list(given) if k in _OPTION_KEYS}
         extra = given.pop("extra_body", None) or {}
         body = {**given, **extra}
         if given.get("stream") or not _json_native(body):
             return await self._resource.create(**kwargs)
-        return await self._sdk.post("/chat/completions", body=body, cast_to=ChatCompletion, options=options)
+        raw = await self._sdk.post("/chat/completions", body=body, cast_to=bytes, options=options)
+        return parse_completion(raw)
+
+
+def parse_completion(raw: bytes) -> Any:
+    """A ``ChatCompletion`` from a reply body: validated in one pass by pydantic-core when it conforms, else
+    built field by field without validation, as the SDK builds every reply (``construct``), so a server
+    that leaves out a field or sends a finish reason of its own still works. The SDK's path walks the
+    parsed JSON in Python for each nested model: ~120 us of CPU for a one-choice reply against ~8 us."""
+    from openai.types.chat import ChatCompletion
+
+    try:
+        return ChatCompletion.model_validate_json(raw)
+    except pydantic.ValidationError:
+        return ChatCompletion.construct(**json.loads(raw))
 
 
 class _Chat:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from autogen_core.models import UserMessage
 
@@ -80,3 +81,50 @@ def test_the_clients_of_a_process_share_one_tls_context() -> None:
     assert first is not None and second is not None and first is not second
     context = first._transport._template.ssl_context
     assert context is not None and second._transport._template.ssl_context is context
+
+
+def test_a_reply_is_parsed_in_one_pass_as_the_sdk_would_build_it() -> None:
+    from openai._models import construct_type
+    from openai.types.chat import ChatCompletion
+
+    from synth.models.transport import parse_completion
+
+    reply = {
+        "id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }  # fmt: skip
+    body = json.dumps(reply).encode()
+    assert parse_completion(body) == construct_type(type_=ChatCompletion, value=json.loads(body))
+
+
+async def test_a_reply_that_does_not_conform_still_comes_back_whole() -> None:
+    """A server that leaves out ``created`` and ``object``, names its own finish reason and adds a field."""
+    from aiohttp import web
+
+    reply = {
+        "id": "c1", "model": "m", "served_by": "a proxy",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "as is"}, "finish_reason": "eos"}
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }  # fmt: skip
+
+    async def completions(request: web.Request) -> web.Response:
+        return web.json_response(reply)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = make_client(f"openai:m@http://127.0.0.1:{port}/v1", ClientOptions(max_retries=0))
+    try:
+        result = await client.create(MESSAGES)
+    finally:
+        await client.close()
+        await runner.cleanup()
+    assert result.content == "as is"
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (3, 2)
