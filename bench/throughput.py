@@ -66,8 +66,8 @@ COEVOL_RESPONDER = "tests.coevol_script:coevol_responder"
 #: One round: a 4-turn debate, advise, edit, judge in both orders = 8 calls per row (the seed carries
 #: the first response; the issue's "~10 calls per row"). Three rounds (the default) make 25-call chains,
 #: and over a few hundred rows the end of the input then costs ~7 % by itself: the last rows to start
-#: run their chains alone (a discrete-event simulation of FIFO slots gives 0.93 of the limit for
-#: 300 x 25 calls, 0.96-0.99 for 800 x 9).
+#: run their chains alone (bench/tail_sim.py, FIFO slots and no engine: 0.93 of the limit for 300 x 25
+#: calls, 0.96 for 800 x 8).
 COEVOL_OPTIONS = {"max_rounds": 1}
 
 
