@@ -38,12 +38,24 @@ class CallSlot:
         acquire: Callable[[], Awaitable[Any]],
         release: Callable[[], None],
         timeout_s: float | None,
+        count_waiting: Callable[[int], None],
     ) -> None:
         self._acquire, self._release, self._timeout_s = acquire, release, timeout_s
         self._deadline: asyncio.Timeout | None = None
         self.held = False
         self.taken_at: float | None = None
         self.given_back_at: float | None = None
+        # The attempt waits for its slot from its start until it first holds one, wherever it takes it:
+        # ``--workers`` claims rows by that count (``Runner._room_for_a_row``), and a call still building
+        # its request on a busy loop is as much a claim on a slot as one blocked at the semaphore.
+        self._count_waiting = count_waiting
+        self._waiting = True
+        count_waiting(1)
+
+    def _stop_waiting(self) -> None:
+        if self._waiting:
+            self._waiting = False
+            self._count_waiting(-1)
 
     def deadline(self) -> asyncio.Timeout:
         """The attempt's timeout: running from now if the slot is already held, else from :meth:`take`."""
@@ -54,6 +66,7 @@ class CallSlot:
         if self.held:
             return
         await self._acquire()
+        self._stop_waiting()
         self.held = True
         if self.taken_at is None:
             self.taken_at = time.perf_counter()
@@ -61,6 +74,8 @@ class CallSlot:
                 self._deadline.reschedule(asyncio.get_running_loop().time() + self._timeout_s)
 
     def give_back(self) -> None:
+        """Give the slot back if held; either way the attempt no longer waits for one (it is over)."""
+        self._stop_waiting()
         if self.held:
             self.held = False
             self.given_back_at = time.perf_counter()

@@ -100,7 +100,7 @@ class ManagedClient(ForwardingClient):
         self._lock = threading.Lock()
         self._counts: dict[str, float] = dict.fromkeys(_COUNTERS, 0)
         self._errors: dict[str, int] = {}
-        self._waiting = 0  # callers waiting for a slot (all loops)
+        self._waiting = 0  # attempts begun that have not yet held a slot (all loops)
         #: ``create`` holds a slot only for its HTTP exchange (see :mod:`synth.models.call_slot`).
         self._late_slots = takes_call_slots(inner)
 
@@ -135,8 +135,9 @@ class ManagedClient(ForwardingClient):
         return sem
 
     def free_slots(self) -> tuple[int, int, int]:
-        """(call slots free, calls in flight, callers waiting for a slot) in this process: what a
-        ``--workers`` process weighs before it claims another row (``Runner._room_for_a_row``)."""
+        """(call slots free, calls in flight, calls waiting for a slot) in this process: what a
+        ``--workers`` process weighs before it claims another row (``Runner._room_for_a_row``). A call
+        waits from the start of its attempt until it holds a slot (see :class:`CallSlot`)."""
         in_flight = int(self._counts["in_flight"])
         return self.concurrency_limit() - in_flight, in_flight, self._waiting
 
@@ -170,7 +171,8 @@ class ManagedClient(ForwardingClient):
         must then call :meth:`_release`.
         """
         sem = self._semaphore()
-        slot = CallSlot(lambda: self._acquire(sem), lambda: self._release(sem), self.options.timeout_s)
+        take, give_back = (lambda: self._acquire(sem)), (lambda: self._release(sem))
+        slot = CallSlot(take, give_back, self.options.timeout_s, self._count_waiting)
         self._add(attempts=1)
         ok = False
         token = CURRENT.set(slot if late_slot else None)
@@ -199,12 +201,11 @@ class ManagedClient(ForwardingClient):
                 slot.give_back()
 
     async def _acquire(self, sem: Slots) -> None:
-        self._waiting += 1
-        try:
-            await sem.acquire()
-        finally:
-            self._waiting -= 1
+        await sem.acquire()
         self._add(in_flight=1)
+
+    def _count_waiting(self, delta: int) -> None:
+        self._waiting += delta
 
     def _release(self, sem: Slots) -> None:
         self._add(in_flight=-1)

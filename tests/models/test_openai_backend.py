@@ -299,3 +299,24 @@ async def test_a_failed_or_cancelled_exchange_gives_its_slot_back(openai_server:
     await asyncio.wait_for(client.create(MESSAGES), 5)
     assert client.free_slots() == (1, 0, 0)
     assert client.stats().in_flight == 0
+
+
+async def test_a_call_building_its_request_counts_as_waiting_for_a_slot(openai_server: OpenAIServer) -> None:
+    """``--workers`` claims rows by free slots against waiting calls: one on its way to the wire waits."""
+    client = managed(openai_server, max_concurrency=4)
+    backend = client.inner.inner  # type: ignore[attr-defined]
+    send = backend.create
+    building, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_to_build(messages: list[object], **kwargs: object) -> CreateResult:
+        building.set()
+        await go_on.wait()
+        return await send(messages, **kwargs)  # type: ignore[no-any-return]
+
+    backend.create = slow_to_build
+    call = asyncio.create_task(client.create(MESSAGES))
+    await building.wait()
+    assert client.free_slots() == (4, 0, 1)
+    go_on.set()
+    await call
+    assert client.free_slots() == (4, 0, 0)
