@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
+from synth.models.reply_guard import http_event_hooks
+
 #: The slot of the attempt running in this task, for the HTTP hooks; None outside a managed ``create``.
 CURRENT: ContextVar[CallSlot | None] = ContextVar("synth_call_slot", default=None)
 
@@ -106,10 +108,7 @@ async def give_slot_back(response: Any) -> None:
 def install_slot_hooks(client: Any) -> None:
     """Add the hooks to the HTTP client under an autogen OpenAI client (after :func:`install_reply_guard`,
     whose response hook reads the body) and mark ``client`` so :class:`ManagedClient` hands its slots down."""
-    http = getattr(getattr(client, "_client", None), "_client", None)
-    hooks = getattr(http, "event_hooks", None)
-    if hooks is None:
-        raise TypeError(f"cannot hold call slots for {type(client).__name__}: no httpx client found")
+    hooks = http_event_hooks(client, "hold call slots")
     hooks.setdefault("request", []).append(take_slot)
     hooks.setdefault("response", []).append(give_slot_back)
     setattr(client, ATTRIBUTE, True)

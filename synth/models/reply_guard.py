@@ -140,13 +140,20 @@ def reply_guard(max_reply_bytes: int) -> Any:
     return check
 
 
-def install_reply_guard(client: Any, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> None:
-    """Add the guard to the HTTP client under an autogen OpenAI client (``client._client`` is the SDK
-    client, whose ``_client`` is the ``httpx`` client; both attributes are stable in the pinned versions)."""
+def http_event_hooks(client: Any, purpose: str) -> dict[str, list[Any]]:
+    """The event hooks of the ``httpx`` client under an autogen OpenAI client (``client._client`` is the SDK
+    client, whose ``_client`` is the ``httpx`` client; both attributes are stable in the pinned versions);
+    ``purpose`` completes the error when there is none ("cannot <purpose> of <client>")."""
     http = getattr(getattr(client, "_client", None), "_client", None)
     hooks = getattr(http, "event_hooks", None)
     if hooks is None:
-        raise TypeError(f"cannot guard replies of {type(client).__name__}: no httpx client found")
+        raise TypeError(f"cannot {purpose} of {type(client).__name__}: no httpx client found")
+    return hooks  # type: ignore[no-any-return]
+
+
+def install_reply_guard(client: Any, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES) -> None:
+    """Add the guard to the HTTP client under an autogen OpenAI client."""
+    hooks = http_event_hooks(client, "guard replies")
     hooks.setdefault("response", []).append(reply_guard(max_reply_bytes))
 
 
