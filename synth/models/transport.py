@@ -27,6 +27,8 @@ from typing import Any
 import openai
 import pydantic
 
+from synth.models.direct_post import DirectChatPost
+
 
 class PerLoopTransport:
     """An httpx transport that hands each request to a copy of ``template`` owned by the running loop.
@@ -59,6 +61,21 @@ class PerLoopTransport:
             if connector is not None:
                 with contextlib.suppress(Exception):  # its transports' close() needs the closed loop
                     connector._close()
+
+    @property
+    def proxied(self) -> bool:
+        """True when the transport sends through a proxy (``DefaultAioHttpClient(proxy=...)``)."""
+        return getattr(self._template, "proxy", None) is not None
+
+    def session(self) -> Any:
+        """The running loop's ``aiohttp.ClientSession`` (the pool this transport's requests use), created
+        with the SDK transport's own settings on first use."""
+        import aiohttp
+
+        transport = self._transport()
+        if not isinstance(transport.client, aiohttp.ClientSession):
+            transport.client = transport.get_client()
+        return transport.client
 
     async def handle_async_request(self, request: Any) -> Any:
         try:
@@ -143,6 +160,8 @@ class _ChatCompletions:
     def __init__(self, sdk: Any) -> None:
         self._sdk = sdk
         self._resource = sdk.chat.completions
+        #: Set by :meth:`JsonBodyClient.post_directly`: bodies go through the SDK's aiohttp session.
+        self.direct: DirectChatPost | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._resource, name)
@@ -154,6 +173,8 @@ class _ChatCompletions:
         body = {**given, **extra}
         if given.get("stream") or not _json_native(body):
             return await self._resource.create(**kwargs)
+        if self.direct is not None and options.keys() <= {"timeout"}:
+            return parse_completion(await self.direct.post(body, options.get("timeout", openai.NOT_GIVEN)))
         raw = await self._sdk.post("/chat/completions", body=body, cast_to=bytes, options=options)
         return parse_completion(raw)
 
@@ -194,6 +215,12 @@ class JsonBodyClient:
     def __init__(self, sdk: Any) -> None:
         self._sdk = sdk
         self.chat = _Chat(sdk)
+
+    def post_directly(self, max_reply_bytes: int) -> bool:
+        """Send chat bodies straight through the SDK client's aiohttp session where that sends what the SDK
+        would (:mod:`synth.models.direct_post`); True when it does."""
+        self.chat.completions.direct = DirectChatPost.for_sdk(self._sdk, max_reply_bytes)
+        return self.chat.completions.direct is not None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sdk, name)
