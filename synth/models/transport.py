@@ -209,7 +209,9 @@ class JsonBodyClient:
     request parameters have none of those, and the messages autogen builds are plain JSON: measured
     ~0.3 ms of CPU per call for an identity transform, ~15 % of a call's client CPU. For a JSON-native,
     non-streaming body this posts it with the SDK's public ``post`` (same URL, headers, auth, retries
-    and response parsing); anything else takes the SDK's own path. Every other attribute is the SDK's.
+    and response parsing), or, after :meth:`post_directly`, straight through the SDK client's aiohttp
+    session (:mod:`synth.models.direct_post`); anything else takes the SDK's own path. Every other
+    attribute is the SDK's.
     """
 
     def __init__(self, sdk: Any) -> None:
