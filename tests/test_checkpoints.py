@@ -2,7 +2,8 @@
 
 A new row's input checkpoint, its ``__start__`` writes and its step-0 checkpoint hold nothing but the seed,
 so they are kept in memory and step 0 reaches the disk with the first node's writes; every later checkpoint
-reaches it with the next node's writes, and the last one never (the record replaces it). These tests drive a
+reaches it with the next node's writes, and the last one never (the record replaces it); with the call
+cache on, neither do the last node's writes (``keep_last_writes=False``). These tests drive a
 small LangGraph graph straight through the saver (no HTTP): they look at the database while nodes run,
 "kill" a row by failing a node, and resume it with a fresh saver as a re-run would.
 """
@@ -191,6 +192,71 @@ async def test_a_row_killed_in_its_first_node_leaves_nothing_and_starts_over(tmp
             await row
     with InlineSqliteSaver.open(path) as saver:
         assert saver.thread_ids() == set()
+
+
+async def test_with_the_call_cache_a_rows_last_writes_stay_in_memory(tmp_path: Path) -> None:
+    """``keep_last_writes=False`` (the runner's choice when every call is cached): the last node's writes and
+    the checkpoint they would take to disk are not committed; a kill there re-runs only the last node."""
+    path = tmp_path / "checkpoints.sqlite"
+    calls: Counter[str] = Counter()
+    seen: dict[str, list[int]] = {}
+    with InlineSqliteSaver.open(path, keep_last_writes=False) as saver:  # dies before the record
+        compiled = two_nodes(path, calls, seen).copy(update={"checkpointer": saver})
+        saver.expect_new("row")
+        final = await compiled.ainvoke({"seed": {"text": "a"}, "steps": []}, CONFIG, durability="sync")
+        assert final["steps"] == ["first", "second"]
+        assert (await compiled.aget_state(CONFIG)).values["steps"] == ["first", "second"]  # from memory
+    assert seen["second"] == [0] and saved(path, "row") == [0]  # step 0 came with the first node's writes
+    with InlineSqliteSaver.open(path) as saver:
+        compiled = two_nodes(path, calls, seen).copy(update={"checkpointer": saver})
+        state = await compiled.aget_state(CONFIG)
+        # step 0 plus the first node's stored writes (what the runner resumes with ainvoke(None))
+        assert state.values["steps"] == ["first"] and state.tasks[0].result == {"steps": ["first"]}
+        final = await compiled.ainvoke(None, CONFIG, durability="sync")
+    assert final["steps"] == ["first", "second"]
+    assert calls == Counter({"first": 1, "second": 2})  # the re-run's calls come from the cache
+
+
+async def test_with_the_call_cache_a_one_node_row_touches_no_table(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints.sqlite"
+
+    async def only(state: State) -> dict[str, Any]:
+        return {"steps": ["only"]}
+
+    graph = StateGraph(State)
+    graph.add_node("only", only)
+    graph.add_edge(START, "only")
+    statements: list[str] = []
+    with InlineSqliteSaver.open(path, keep_last_writes=False) as saver:
+        saver.conn.set_trace_callback(statements.append)
+        compiled = graph.compile().copy(update={"checkpointer": saver})
+        for row in ("a", "b"):
+            saver.expect_new(row)
+            config: Any = {"configurable": {"thread_id": row}}
+            final = await compiled.ainvoke({"seed": {"text": row}, "steps": []}, config, durability="sync")
+            assert final["steps"] == ["only"]
+            saver.forget(row)
+        saver.delete_threads(["a", "b"])  # their records are stored: nothing of theirs to delete
+        assert statements == []
+        saver.delete_threads(["resumed"])  # a row a previous run left on disk is still deleted
+        assert any(statement.startswith("DELETE") for statement in statements)
+
+
+async def test_a_failed_last_node_is_committed_and_resumes_there(tmp_path: Path) -> None:
+    """An error is a write LangGraph keeps (``__error__``): not a row's clean end, so it is committed."""
+    path = tmp_path / "checkpoints.sqlite"
+    calls: Counter[str] = Counter()
+    seen: dict[str, list[int]] = {}
+    with InlineSqliteSaver.open(path, keep_last_writes=False) as saver:
+        compiled = two_nodes(path, calls, seen, fail="second").copy(update={"checkpointer": saver})
+        saver.expect_new("row")
+        with pytest.raises(Boom):
+            await compiled.ainvoke({"seed": {"text": "a"}, "steps": []}, CONFIG, durability="sync")
+    with InlineSqliteSaver.open(path) as saver:
+        compiled = two_nodes(path, calls, seen).copy(update={"checkpointer": saver})
+        assert (await compiled.aget_state(CONFIG)).next == ("second",)
+        final = await compiled.ainvoke(None, CONFIG, durability="sync")
+    assert final["steps"] == ["first", "second"] and calls == Counter({"first": 1, "second": 2})
 
 
 async def test_without_holding_every_checkpoint_is_written(tmp_path: Path) -> None:

@@ -29,6 +29,14 @@ resume without running their nodes again, and a row killed before its first node
 from its input (what resuming from step 0 would do). Graphs with LangGraph ``DeltaChannel`` state rebuild
 values by replaying the writes of every ancestor checkpoint, so for them nothing is held back
 (``hold_start=False``).
+
+**A row's last writes** (``keep_last_writes=False``, what the runner passes when every model call is
+answered by the call cache on a re-run): a task whose writes schedule nothing (no ``branch:to:`` trigger,
+no ``Send``, no error or interrupt) ends the row, and its writes are not committed either; nor is the
+checkpoint they would have brought to disk. A kill between such a task and the record's commit runs that
+last node again on the re-run, its model calls replayed from the cache; so a one-node graph writes no
+checkpoint at all (~7 % of an engine call's CPU in ``bench/throughput.py``), and a longer one commits once
+per node but the last. A row that never wrote anything has nothing to delete when its record is stored.
 """
 
 from __future__ import annotations
@@ -71,6 +79,14 @@ class _Held:
         return self.row[2]
 
 
+def _ends_row(configurable: Mapping[str, Any], writes: Sequence[tuple[str, Any]]) -> bool:
+    """True for a root task's writes that trigger no further task: no ``branch:to:`` channel, no ``Send``
+    (``__pregel_tasks``), no error, interrupt or other LangGraph-internal channel (``__...``)."""
+    if configurable.get("checkpoint_ns", "") != "":
+        return False
+    return not any(channel.startswith(("branch:", "__")) for channel, _ in writes)
+
+
 def replays_history(compiled: Any) -> bool:
     """True when the graph has ``DeltaChannel`` state (values rebuilt from every ancestor's writes)."""
     channels = getattr(compiled, "channels", {}) or {}
@@ -80,21 +96,28 @@ def replays_history(compiled: Any) -> bool:
 class InlineSqliteSaver(SqliteSaver):
     """``SqliteSaver`` with async methods that run the sync ones directly (see the module doc)."""
 
-    def __init__(self, conn: sqlite3.Connection, *, hold_start: bool = True) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, *, hold_start: bool = True, keep_last_writes: bool = True
+    ) -> None:
         super().__init__(conn)
         self.hold_start = hold_start
+        self.keep_last_writes = keep_last_writes
         self._new: set[str] = set()
         self._holding: set[str] = set()  # rows whose latest checkpoint is kept in memory
         self._held: dict[str, _Held] = {}
+        self._ending: set[str] = set()  # rows whose last task's writes were not committed
+        self._unwritten: set[str] = set()  # new rows nothing was written for yet (no deletion needed)
 
     @classmethod
     @contextlib.contextmanager
-    def open(cls, path: Path | str, *, hold_start: bool = True) -> Iterator[InlineSqliteSaver]:
+    def open(
+        cls, path: Path | str, *, hold_start: bool = True, keep_last_writes: bool = True
+    ) -> Iterator[InlineSqliteSaver]:
         conn = sqlite3.connect(str(path), check_same_thread=False, timeout=60.0)  # --workers share it
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            saver = cls(conn, hold_start=hold_start)
+            saver = cls(conn, hold_start=hold_start, keep_last_writes=keep_last_writes)
             saver.setup()
             yield saver
         finally:
@@ -108,7 +131,9 @@ class InlineSqliteSaver(SqliteSaver):
 
     def delete_threads(self, thread_ids: Iterable[str]) -> None:
         """Forget the checkpoints of rows whose records are stored, in one transaction."""
-        ids = [(str(t),) for t in thread_ids]
+        wanted = [str(t) for t in thread_ids]
+        ids = [(t,) for t in wanted if t not in self._unwritten]
+        self._unwritten.difference_update(wanted)
         if not ids:
             return
         with self.cursor() as cur:
@@ -119,6 +144,7 @@ class InlineSqliteSaver(SqliteSaver):
         """``thread_id`` has no checkpoint (nothing wrote it yet): answer reads for it without a query, and
         hold its checkpoints back (see the module doc) until :meth:`forget`."""
         self._new.add(thread_id)
+        self._unwritten.add(thread_id)
         if self.hold_start:
             self._holding.add(thread_id)
 
@@ -128,6 +154,7 @@ class InlineSqliteSaver(SqliteSaver):
         self._new.discard(thread_id)
         self._holding.discard(thread_id)
         self._held.pop(thread_id, None)
+        self._ending.discard(thread_id)
 
     # -- writes --------------------------------------------------------------------------------------
     def put(
@@ -148,6 +175,7 @@ class InlineSqliteSaver(SqliteSaver):
                 }
             }
         self._new.discard(thread_id)
+        self._unwritten.discard(thread_id)
         self._write_held(thread_id)
         return super().put(config, checkpoint, metadata, new_versions)
 
@@ -164,7 +192,12 @@ class InlineSqliteSaver(SqliteSaver):
             and configurable.get("checkpoint_id") == held.checkpoint_id
         ):
             return  # __start__ copying the input into the channels: step 0 will hold the result
+        if not self.keep_last_writes and thread_id in self._holding and _ends_row(configurable, writes):
+            self._ending.add(thread_id)  # the row's last task: the record will replace it (module doc)
+            return
         self._new.discard(thread_id)
+        self._unwritten.discard(thread_id)
+        self._ending.discard(thread_id)
         self._write_held(thread_id)
         super().put_writes(config, writes, task_id, task_path)
 
@@ -187,11 +220,12 @@ class InlineSqliteSaver(SqliteSaver):
         after_input = (
             held is not None and held.is_input and configurable.get("checkpoint_id") == held.checkpoint_id
         )
-        if held is not None and not after_input:
+        if held is not None and not after_input and thread_id not in self._ending:
             self._write_held(thread_id)  # superseded, and no task's writes took it to disk: write it now
             with self.lock:
                 self.conn.commit()
             self._new.discard(thread_id)
+            self._unwritten.discard(thread_id)
         type_, blob = self.serde.dumps_typed(checkpoint)
         meta = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode(
             "utf-8", "ignore"

@@ -406,7 +406,11 @@ class Runner:
         if not self.checkpoints:
             yield None
             return
-        with InlineSqliteSaver.open(self.store.checkpoint_path, hold_start=hold_start) as saver:
+        # With every model call cached, a row's last node re-runs for free after a kill: its writes need
+        # not be committed (synth/engine/checkpoints.py); without the cache they spare those calls.
+        cached = all(getattr(client, "cache", None) is not None for client in self.models.clients())
+        path = self.store.checkpoint_path
+        with InlineSqliteSaver.open(path, hold_start=hold_start, keep_last_writes=not cached) as saver:
             yield saver
 
 
