@@ -11,7 +11,9 @@ process; for each case every client runs back to back against it, ``--repeat`` r
   are listed at zero latency;
 * **naive**: ``asyncio`` + ``openai.AsyncOpenAI`` (its default httpx transport), ``Semaphore(C)``, the
   same number of free-text calls; **naive_aiohttp** is the same script with
-  ``http_client=openai.DefaultAioHttpClient()`` (the transport synth uses).
+  ``http_client=openai.DefaultAioHttpClient()`` (the transport synth uses); **naive_aiohttp_x2** (C = 128
+  only) runs that script in two forked processes, each with half the calls and ``Semaphore(C / 2)``: what
+  the bare SDK client reaches with both cores, the reference for ``--workers 2``.
 
 Cases: C = 64 / 128 / 32 at 200 ± 50 ms; C = 64 with 5 % of calls 10x slower (stragglers); C = 64 at zero
 latency (CPU bound: the per-call cost of each client); CoEvol (``graphs/coevol/graph.py``, one round: 8 calls
@@ -176,6 +178,26 @@ async def engine(
     }
 
 
+def naive_processes(base_url: str, calls: int, concurrency: int, processes: int = 2) -> dict[str, Any]:
+    """:func:`naive` on aiohttp in ``processes`` forked processes, each with its share of the calls and of
+    the semaphore, started together; wall time from before the forks to the last one's end."""
+    import multiprocessing
+
+    share = concurrency // processes
+    shares = [(calls // processes + (i < calls % processes), share) for i in range(processes)]
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        parts = pool.starmap(_naive_part, [(base_url, n, c) for n, c in shares])
+    elapsed = time.perf_counter() - started
+    ok = sum(part["rows"] for part in parts)
+    cpu = sum(part["cpu_s"] for part in parts)
+    return {"rows": ok, "calls": calls, "elapsed_s": elapsed, "cpu_s": cpu, "rows_per_s": ok / elapsed}
+
+
+def _naive_part(base_url: str, calls: int, concurrency: int) -> dict[str, Any]:
+    return asyncio.run(naive(base_url, calls, concurrency, transport="aiohttp"))
+
+
 @dataclass
 class Case:
     name: str
@@ -228,7 +250,11 @@ def bench_case(case: Case, server: ServerProcess, seeds: Path, repeat: int) -> d
             calls = round(case.rows * calls_per_row)
             server.configure(latency=latency)
             server_cpu = server.cpu_seconds()
-            results[label] = asyncio.run(naive(server.base_url, calls, case.concurrency, transport=transport))
+            if transport == "aiohttp_x2":
+                got = naive_processes(server.base_url, calls, case.concurrency)
+            else:
+                got = asyncio.run(naive(server.base_url, calls, case.concurrency, transport=transport))
+            results[label] = got
             results[label]["server_cpu_s"] = server.cpu_seconds() - server_cpu
         for got in results.values():
             got["calls_per_s"] = got["calls"] / got["elapsed_s"]
@@ -351,7 +377,7 @@ def cases(rows: int, zero_rows: int, coevol_rows: int, workers: int) -> list[Cas
     many = {f"synth_w{workers}": {"workers": workers}}
     return [
         Case("C64_200ms", 64, jitter, rows, both),
-        Case("C128_200ms", 128, jitter, rows, many),
+        Case("C128_200ms", 128, jitter, rows, many, naive_transports=("httpx", "aiohttp", "aiohttp_x2")),
         Case("C32_200ms", 32, jitter, rows, many),
         Case("C64_stragglers", 64, {**jitter, "straggler_rate": 0.05, "straggler_factor": 10.0}, rows, many),
         Case("C64_zero_latency", 64, zero, zero_rows, both),
