@@ -102,11 +102,10 @@ class InlineSqliteSaver(SqliteSaver):
         super().__init__(conn)
         self.hold_start = hold_start
         self.keep_last_writes = keep_last_writes
-        self._new: set[str] = set()
+        self._new: set[str] = set()  # rows declared new that nothing was written for yet
         self._holding: set[str] = set()  # rows whose latest checkpoint is kept in memory
         self._held: dict[str, _Held] = {}
         self._ending: set[str] = set()  # rows whose last task's writes were not committed
-        self._unwritten: set[str] = set()  # new rows nothing was written for yet (no deletion needed)
 
     @classmethod
     @contextlib.contextmanager
@@ -132,8 +131,8 @@ class InlineSqliteSaver(SqliteSaver):
     def delete_threads(self, thread_ids: Iterable[str]) -> None:
         """Forget the checkpoints of rows whose records are stored, in one transaction."""
         wanted = [str(t) for t in thread_ids]
-        ids = [(t,) for t in wanted if t not in self._unwritten]
-        self._unwritten.difference_update(wanted)
+        ids = [(t,) for t in wanted if t not in self._new]  # nothing on disk for a new row's id
+        self._new.difference_update(wanted)
         if not ids:
             return
         with self.cursor() as cur:
@@ -141,17 +140,17 @@ class InlineSqliteSaver(SqliteSaver):
             cur.executemany("DELETE FROM writes WHERE thread_id = ?", ids)
 
     def expect_new(self, thread_id: str) -> None:
-        """``thread_id`` has no checkpoint (nothing wrote it yet): answer reads for it without a query, and
-        hold its checkpoints back (see the module doc) until :meth:`forget`."""
+        """``thread_id`` has no checkpoint (nothing wrote it yet): answer reads for it without a query until
+        something is written for it, hold its checkpoints back (see the module doc) until :meth:`forget`, and
+        skip it in :meth:`delete_threads` if nothing was."""
         self._new.add(thread_id)
-        self._unwritten.add(thread_id)
         if self.hold_start:
             self._holding.add(thread_id)
 
     def forget(self, thread_id: str) -> None:
         """The row is over (its record is queued): drop what is held for it. Its latest checkpoint is never
-        written; a kill before the record's commit resumes from the one before it plus the last writes."""
-        self._new.discard(thread_id)
+        written; a kill before the record's commit resumes from the one before it plus the last writes.
+        Whether anything was written stays known until :meth:`delete_threads`."""
         self._holding.discard(thread_id)
         self._held.pop(thread_id, None)
         self._ending.discard(thread_id)
@@ -175,7 +174,6 @@ class InlineSqliteSaver(SqliteSaver):
                 }
             }
         self._new.discard(thread_id)
-        self._unwritten.discard(thread_id)
         self._write_held(thread_id)
         return super().put(config, checkpoint, metadata, new_versions)
 
@@ -196,7 +194,6 @@ class InlineSqliteSaver(SqliteSaver):
             self._ending.add(thread_id)  # the row's last task: the record will replace it (module doc)
             return
         self._new.discard(thread_id)
-        self._unwritten.discard(thread_id)
         self._ending.discard(thread_id)
         self._write_held(thread_id)
         super().put_writes(config, writes, task_id, task_path)
@@ -225,7 +222,6 @@ class InlineSqliteSaver(SqliteSaver):
             with self.lock:
                 self.conn.commit()
             self._new.discard(thread_id)
-            self._unwritten.discard(thread_id)
         type_, blob = self.serde.dumps_typed(checkpoint)
         meta = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode(
             "utf-8", "ignore"
@@ -309,6 +305,7 @@ class InlineSqliteSaver(SqliteSaver):
 
     async def adelete_thread(self, thread_id: str) -> None:
         self.forget(thread_id)
+        self._new.discard(thread_id)
         self.delete_thread(thread_id)
 
     async def aget_delta_channel_history(
