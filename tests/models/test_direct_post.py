@@ -15,6 +15,7 @@ from autogen_core.models import UserMessage
 from synth.models import ClientOptions, make_client
 from synth.models.reply_guard import GarbageReplyError, ReplyTooLargeError
 from synth.testing.openai_server import OpenAIServer
+from tests.chat_app import serving_chat
 
 MESSAGES = [UserMessage(content="hello", source="user")]
 REPLY = {
@@ -37,15 +38,8 @@ async def recorder() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         seen.append({"path": request.path, "headers": dict(request.headers), "body": await request.read()})
         return web.json_response(REPLY)
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/v1", seen
-    await runner.cleanup()
+    async with serving_chat(answer) as base_url:
+        yield base_url, seen
 
 
 async def test_the_direct_post_sends_what_the_sdk_sends(recorder: tuple[str, list[dict[str, Any]]]) -> None:

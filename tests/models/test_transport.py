@@ -10,6 +10,7 @@ from autogen_core.models import UserMessage
 from synth.models import ClientOptions, make_client
 from synth.models.transport import PerLoopTransport
 from synth.testing.openai_server import OpenAIServer
+from tests.chat_app import serving_chat
 
 MESSAGES = [UserMessage(content="hello", source="user")]
 
@@ -113,18 +114,11 @@ async def test_a_reply_that_does_not_conform_still_comes_back_whole() -> None:
     async def completions(request: web.Request) -> web.Response:
         return web.json_response(reply)
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", completions)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    client = make_client(f"openai:m@http://127.0.0.1:{port}/v1", ClientOptions(max_retries=0))
-    try:
-        result = await client.create(MESSAGES)
-    finally:
-        await client.close()
-        await runner.cleanup()
+    async with serving_chat(completions) as base_url:
+        client = make_client(f"openai:m@{base_url}", ClientOptions(max_retries=0))
+        try:
+            result = await client.create(MESSAGES)
+        finally:
+            await client.close()
     assert result.content == "as is"
     assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (3, 2)
