@@ -313,3 +313,25 @@ def test_local_backends_get_a_long_timeout_and_remote_ones_keep_theirs(
     assert models.for_role("judge").options.timeout_s == LOCAL_TIMEOUT_S
     assert models.for_role("editor").options.timeout_s == 5.0
     asyncio.run(models.default.close())
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_a_rows_last_writes_are_committed_only_without_the_call_cache(
+    tmp_path: Path, openai_server: Any, monkeypatch: pytest.MonkeyPatch, cache: bool
+) -> None:
+    """With every call cached, a killed row's last node re-runs for free, so the runner opens the checkpointer
+    with ``keep_last_writes=False`` (synth/engine/checkpoints.py); ``--no-cache`` keeps every write."""
+    from synth.engine.checkpoints import InlineSqliteSaver
+
+    opened: list[bool] = []
+    real_open = InlineSqliteSaver.open.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[InlineSqliteSaver], path: Any, **kwargs: Any) -> Any:
+        opened.append(kwargs["keep_last_writes"])
+        return real_open(cls, path, **kwargs)
+
+    monkeypatch.setattr(InlineSqliteSaver, "open", classmethod(spy))
+    seeds = echo_seeds(tmp_path / "seeds.jsonl", ["a", "b"])
+    summary, _ = asyncio.run(run_session(echo_request(openai_server, seeds, tmp_path / "run", cache=cache)))
+    assert summary.counts["ok"] == 2
+    assert opened == [not cache]
