@@ -108,6 +108,7 @@ pictures:
 
 lint:
 	$(BIN)/ruff check synth roles graphs train tests bench
+	$(BIN)/ruff format --check synth roles graphs train tests bench
 	$(BIN)/mypy
 
 clean:

@@ -405,7 +405,7 @@ def test_counters_stop_adding_distinct_keys_at_their_cap() -> None:
     assert counter == {"a": 3, "b": 1, "c": 1, "(other)": 2}
 
 
-GRAPH_WITH_SECTION = '''
+GRAPH_WITH_SECTION = """
 from synth.graph import SynthGraph, result_from, seed_fields
 from synth.report import Distribution, SectionView
 
@@ -423,7 +423,7 @@ class Lengths:
 
 GRAPH = SynthGraph(name="declared", description="", seed_model=seed_fields("question"), roles=(),
                    build=lambda models: None, to_trajectory=result_from("x"), report_section=Lengths)
-'''
+"""
 
 
 def test_a_graph_declares_its_own_section(tmp_path: Path) -> None:

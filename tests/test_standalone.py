@@ -183,8 +183,20 @@ def test_data_dependent_tests_pass_from_a_clone_with_nothing_beside_it(tmp_path:
     }
     assert expected <= set(files), files
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "--rootdir", str(clone),
-         "-c", str(clone / "pyproject.toml"), *(str(clone / f) for f in files)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-rfE",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(clone),
+            "-c",
+            str(clone / "pyproject.toml"),
+            *(str(clone / f) for f in files),
+        ],
         cwd=elsewhere,
         env=env,
         capture_output=True,

@@ -87,8 +87,14 @@ def build(models: ModelSet, *, max_rounds: int = 3, judge_mode: str = "auto") ->
         return lambda state: {**_task(state["seed"]), "response": state["response"], key: state[key]}
 
     first_round = lambda state: state["round"] == 1  # noqa: E731  a failure after round 1 keeps the row
-    advise = role_node(ADVISOR, models, lambda out, _: {"suggestions": out["suggestions"]},
-                       inputs=revising("debate"), node="advise", fatal=first_round)
+    advise = role_node(
+        ADVISOR,
+        models,
+        lambda out, _: {"suggestions": out["suggestions"]},
+        inputs=revising("debate"),
+        node="advise",
+        fatal=first_round,
+    )
     edit = role_node(EDITOR, models, lambda out, _: {"candidate": out["response"]},
                      inputs=revising("suggestions"), node="edit", fatal=first_round)  # fmt: skip
 

@@ -315,4 +315,3 @@ def _in_status_order(counts: dict[str, int]) -> dict[str, int]:
     """Counts as ok, failed, filtered: a fixed order, whichever row finished first."""
     order = ("ok", "failed", "filtered")
     return dict(sorted(counts.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
-

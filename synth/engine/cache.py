@@ -225,9 +225,7 @@ class CallCache:
             return int(self._db.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
 
     # -- typed access -----------------------------------------------------------------------------------
-    def get_result(
-        self, key: str, json_output: bool | type[BaseModel] | None = None
-    ) -> CreateResult | None:
+    def get_result(self, key: str, json_output: bool | type[BaseModel] | None = None) -> CreateResult | None:
         """The stored result marked ``cached=True``, or None; a result that does not validate against
         ``json_output`` is discarded and counts as a miss (see the module doc)."""
         value = self.get(key)

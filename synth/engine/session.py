@@ -356,9 +356,7 @@ async def _run(
                 folder_work(request, graph, store.folder, workers),
                 on_record=bar.on_record,
                 on_skip=bar.on_skip,
-                on_start=lambda index, pid: log.event(
-                    "worker_start", index=index, pid=pid, workers=workers
-                ),
+                on_start=lambda index, pid: log.event("worker_start", index=index, pid=pid, workers=workers),
                 calls=calls,
             )
             summary.elapsed_s = time.perf_counter() - started

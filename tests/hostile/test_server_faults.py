@@ -164,4 +164,3 @@ def test_a_run_through_garbage_200s_and_drips_loses_no_row(tmp_path: Path) -> No
 def test_process_mode_server_takes_the_new_fault_flags() -> None:
     args = build_parser().parse_args(["--garbage-200", "0.1", "--drip", "0.05", "--drip-interval-s", "0.2"])
     assert (args.faults_garbage_200, args.faults_drip, args.faults_drip_interval_s) == (0.1, 0.05, 0.2)
-

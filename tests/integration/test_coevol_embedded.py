@@ -18,8 +18,15 @@ pytestmark = pytest.mark.slow
 def test_one_coevol_row_on_the_embedded_model(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text(json.dumps({"instruction": "Name one primary colour.", "output": "Blue."}) + "\n")
-    request = RunRequest(graph="coevol", input=seeds, out=tmp_path / "run", options={"max_rounds": 1},
-                         models={"default": "local:gemma-3-270m"}, concurrency=1, timeout=600)
+    request = RunRequest(
+        graph="coevol",
+        input=seeds,
+        out=tmp_path / "run",
+        options={"max_rounds": 1},
+        models={"default": "local:gemma-3-270m"},
+        concurrency=1,
+        timeout=600,
+    )
     summary, folder = asyncio.run(run_session(request))
     assert summary.counts["ok"] == 1, summary
     store = RunStore(folder)
@@ -27,8 +34,14 @@ def test_one_coevol_row_on_the_embedded_model(tmp_path: Path) -> None:
     store.close()
     schemas = {role.name: role.output for role in ROLES}
     roles_seen = [step.role for step in record.steps]
-    assert roles_seen[:6] == ["positive_debater", "critical_debater", "positive_debater", "critical_debater",
-                              "advisor", "editor"]
+    assert roles_seen[:6] == [
+        "positive_debater",
+        "critical_debater",
+        "positive_debater",
+        "critical_debater",
+        "advisor",
+        "editor",
+    ]
     assert roles_seen[6:] == ["judge", "judge"]
     for step in record.steps:
         assert step.ok, (step.role, step.error, step.raw)

@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 FinishReason = Literal["stop", "length"]
 
 
-
 @dataclass(frozen=True)
 class GenResult:
     """One row's output. ``completion_tokens`` excludes the final EOS."""
