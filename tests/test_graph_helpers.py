@@ -3,6 +3,7 @@ outputs, each against the loopback server (the graphs themselves are tested in t
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,8 +22,12 @@ class State(BaseState, total=False):
     total: int
 
 
-def _models(server: Any) -> ModelSet:
-    return ModelSet(default=make_client(f"openai:scripted@{server.base_url}"))
+@pytest.fixture
+async def models(openai_server: Any) -> AsyncIterator[ModelSet]:
+    """The scripted server's client, closed after the test (its connection pool with it)."""
+    client = make_client(f"openai:scripted@{openai_server.base_url}")
+    yield ModelSet(default=client)
+    await client.close()
 
 
 def test_output_model_is_the_class_written_out() -> None:
@@ -61,9 +66,11 @@ def test_options_are_declared_once_in_build() -> None:
                    to_trajectory=result_from("total"), default_options={"rounds": 5})  # fmt: skip
 
 
-async def test_a_loop_reads_inputs_from_state_then_seed_and_stops_at_max_rounds(openai_server: Any) -> None:
+async def test_a_loop_reads_inputs_from_state_then_seed_and_stops_at_max_rounds(
+    openai_server: Any, models: ModelSet
+) -> None:
     openai_server.script({"after 0": {"content": {"total": 1}}}, default={"content": {"total": 7}})
-    node = role_node(COUNTER, _models(openai_server), defaults={"total": 0})
+    node = role_node(COUNTER, models, defaults={"total": 0})
     graph = chain(State, {"count": node}, loop_from="count", max_rounds=3)
     state = await graph.ainvoke({"seed": {"word": "sheep"}, "steps": []})
     assert [s["inputs"] for s in state["steps"]] == [
@@ -74,18 +81,18 @@ async def test_a_loop_reads_inputs_from_state_then_seed_and_stops_at_max_rounds(
     assert state["visits"] == {"count": 3} and state["total"] == 7 and not state.get("error")
 
 
-async def test_a_loop_exits_when_until_holds(openai_server: Any) -> None:
+async def test_a_loop_exits_when_until_holds(openai_server: Any, models: ModelSet) -> None:
     openai_server.script({"after 0": {"content": {"total": 1}}}, default={"content": {"total": 7}})
-    node = role_node(COUNTER, _models(openai_server), defaults={"total": 0})
+    node = role_node(COUNTER, models, defaults={"total": 0})
     graph = chain(State, {"count": node}, loop_from="count", until=lambda s: s["total"] > 5, max_rounds=9)
     state = await graph.ainvoke({"seed": {"word": "sheep"}, "steps": []})
     assert len(state["steps"]) == 2 and state["total"] == 7
 
 
-async def test_a_failed_call_ends_the_chain_with_the_reason(openai_server: Any) -> None:
+async def test_a_failed_call_ends_the_chain_with_the_reason(openai_server: Any, models: ModelSet) -> None:
     openai_server.script({"Count": {"content": "not json"}}, default={"content": "still not json"})
-    first = role_node(COUNTER, _models(openai_server), defaults={"total": 0})
-    second = role_node(COUNTER, _models(openai_server), node="again", defaults={"total": 0})
+    first = role_node(COUNTER, models, defaults={"total": 0})
+    second = role_node(COUNTER, models, node="again", defaults={"total": 0})
     state = await chain(State, {"one": first, "two": second}).ainvoke({"seed": {"word": "x"}, "steps": []})
     assert [s["node"] for s in state["steps"]] == ["counter"]
     assert state["error"].startswith("role 'counter' failed (validation)")
@@ -108,8 +115,10 @@ def test_the_last_node_of_a_chain_ends_it_without_a_router() -> None:
     }
 
 
-async def test_a_missing_template_variable_names_role_variable_and_fix(openai_server: Any) -> None:
-    graph = chain(State, {"count": role_node(COUNTER, _models(openai_server))})
+async def test_a_missing_template_variable_names_role_variable_and_fix(
+    openai_server: Any, models: ModelSet
+) -> None:
+    graph = chain(State, {"count": role_node(COUNTER, models)})
     with pytest.raises(Exception, match=r"role 'counter' reads 'total'.*defaults="):
         await graph.ainvoke({"seed": {"word": "x"}, "steps": []})
 

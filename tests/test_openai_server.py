@@ -32,7 +32,8 @@ async def test_default_echo_usage_and_models(openai_server: OpenAIServer) -> Non
     reply = await ask(openai_server, "hello there")
     assert reply.choices[0].message.content == "echo: hello there"  # type: ignore[attr-defined]
     assert reply.usage.prompt_tokens == 2 and reply.usage.completion_tokens == 3  # type: ignore[attr-defined]
-    models = await client(openai_server).models.list()
+    async with client(openai_server) as api:
+        models = await api.models.list()
     assert [m.id for m in models.data] == ["mock-model"]
     stats = openai_server.stats()
     assert stats["completions"] == 1 and stats["by_outcome"] == {"ok": 1}
@@ -48,7 +49,8 @@ async def test_script_by_substring_system_and_queue(openai_server: OpenAIServer)
 
     openai_server.script({"judge": "verdict"}, where="system", default="fallback")
     messages = [{"role": "system", "content": "you are a judge"}, {"role": "user", "content": "x"}]
-    out = await client(openai_server).chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
+    async with client(openai_server) as api:
+        out = await api.chat.completions.create(model="m", messages=messages)  # type: ignore[arg-type]
     assert out.choices[0].message.content == "verdict"
     assert (await ask(openai_server, "x")).choices[0].message.content == "fallback"  # type: ignore[attr-defined]
 
@@ -181,18 +183,19 @@ async def test_max_in_flight_and_bounded_log() -> None:
 
 
 async def test_streaming_with_usage(openai_server: OpenAIServer) -> None:
-    stream = await client(openai_server).chat.completions.create(
-        model="m",
-        messages=USER,
-        stream=True,
-        stream_options={"include_usage": True},  # type: ignore[arg-type]
-    )
     text, usage = "", None
-    async for chunk in stream:
-        if chunk.choices:
-            text += chunk.choices[0].delta.content or ""
-        if chunk.usage:
-            usage = chunk.usage
+    async with client(openai_server) as api:
+        stream = await api.chat.completions.create(
+            model="m",
+            messages=USER,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
+        )
+        async for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+            if chunk.usage:
+                usage = chunk.usage
     assert text == "echo: what is the capital of France"
     assert usage is not None and usage.completion_tokens == 7
 
@@ -216,9 +219,10 @@ async def test_logprobs_chat_completions_and_vllm_prompt_logprobs(openai_server:
     assert prompt_lps[0] is None and next(iter(prompt_lps[1].values()))["logprob"] == -3.0
 
     openai_server.script("")
-    done = await client(openai_server).completions.create(
-        model="m", prompt="the cat sat", echo=True, logprobs=0, max_tokens=0
-    )
+    async with client(openai_server) as api:
+        done = await api.completions.create(
+            model="m", prompt="the cat sat", echo=True, logprobs=0, max_tokens=0
+        )
     assert done.choices[0].logprobs.tokens == ["the", "cat", "sat"]  # type: ignore[union-attr]
     token_lps = done.choices[0].logprobs.token_logprobs  # type: ignore[union-attr]
     assert token_lps[0] is None and all(lp < 0 for lp in token_lps[1:])
@@ -253,17 +257,19 @@ def test_separate_process_with_control_endpoints() -> None:
 async def test_throughput_sanity() -> None:
     """Far from the bench numbers (see report): only catches a server that serialises requests."""
     with OpenAIServer(latency=0.02) as server:
-        api = client(server)
-        sem = asyncio.Semaphore(32)
+        async with client(server) as api:
+            sem = asyncio.Semaphore(32)
 
-        async def one(i: int) -> None:
-            async with sem:
-                await api.chat.completions.create(model="m", messages=[{"role": "user", "content": f"r{i}"}])
+            async def one(i: int) -> None:
+                async with sem:
+                    await api.chat.completions.create(
+                        model="m", messages=[{"role": "user", "content": f"r{i}"}]
+                    )
 
-        await asyncio.gather(*(one(i) for i in range(32)))  # warm the connection pool
-        start = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(300)))
-        rate = 300 / (time.perf_counter() - start)
+            await asyncio.gather(*(one(i) for i in range(32)))  # warm the connection pool
+            start = time.perf_counter()
+            await asyncio.gather(*(one(i) for i in range(300)))
+            rate = 300 / (time.perf_counter() - start)
         assert server.stats()["max_in_flight"] == 32
         assert rate > 150, f"{rate:.0f} req/s"
 

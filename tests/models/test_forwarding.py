@@ -212,3 +212,4 @@ async def test_openai_stream_sends_a_structured_request_as_a_schema(openai_serve
     sent = openai_server.requests[-1]
     assert sent["stream"] is True and sent["response_format"]["type"] == "json_schema"
     assert sent["response_format"]["json_schema"]["name"] == "Answer"
+    await client.close()

@@ -67,6 +67,7 @@ async def test_mean_nll_of_the_continuation_tokens(openai_server: Any) -> None:
     ]
     with pytest.raises(ValueError, match="empty continuation"):
         await client.continuation_nll([ScoreRequest(MESSAGES, "  ")])
+    await client.close()
 
 
 def test_missing_or_unusable_prompt_logprobs_are_clear_errors() -> None:
