@@ -69,6 +69,7 @@ run-coevol: venv
 # pytest exits 5 when it collected no test: that is a failure here, never a silent pass.
 test: venv venv-ppo venv-studio sysdeps
 	$(BIN)/ruff check synth roles graphs train tests bench
+	$(BIN)/ruff format --check synth roles graphs train tests bench
 	$(BIN)/mypy
 	@$(BIN)/python -m pytest -q -rs; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
