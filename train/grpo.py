@@ -14,13 +14,14 @@ and LoRA the reference is the adapter switched off.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Unpack
 
 from train.config import GRPOSettings
 from train.data import load_rows
 from train.errors import TrainError
 from train.job import Job, Plan, RunOptions, execute
-from train.reward_sources import build_reward_funcs
+from train.reward_sources import JudgeReward, build_reward_funcs
 from train.runfolder import RunResult
 
 
@@ -53,13 +54,33 @@ def build_grpo_trainer(job: Job) -> Any:
         loss_type=settings.loss_type,
         reward_weights=weights,
     )
-    return GRPOTrainer(
+    trainer = GRPOTrainer(
         reward_funcs=funcs,
         args=args,
         train_dataset=job.dataset,
         reward_processing_classes=reward_tokenizers,
         **job.trainer_inputs(),
     )
+    judges = [func for func in funcs if isinstance(func, JudgeReward)]
+    if judges:
+        trainer.add_callback(_close_judges_at_the_end(trainer, judges))
+    return trainer
+
+
+def _close_judges_at_the_end(trainer: Any, judges: list[JudgeReward]) -> Any:
+    """A callback closing the judges' clients when training ends, in TRL's reward loop: that loop made
+    their calls and holds their connection pools, and it runs until the process exits."""
+    from transformers import TrainerCallback
+
+    class CloseJudges(TrainerCallback):  # type: ignore[misc]
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            loop = getattr(trainer, "async_loop", None)
+            if loop is None or not loop.is_running():
+                return
+            for judge in judges:
+                asyncio.run_coroutine_threadsafe(judge.aclose(), loop).result(timeout=60)
+
+    return CloseJudges()
 
 
 def run_grpo(settings: GRPOSettings, **options: Unpack[RunOptions]) -> RunResult | Plan:

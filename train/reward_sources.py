@@ -100,6 +100,12 @@ class JudgeReward:
             self._client = make_client(self.source.model, options)
         return self._client
 
+    async def aclose(self) -> None:
+        """Close the judge's client and its connection pool; call it in the loop that made the calls."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
     async def score(
         self,
         prompts: Sequence[Any],

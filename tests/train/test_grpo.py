@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +122,18 @@ def test_grpo_with_rule_rewards_and_a_reward_model(model_dir: Path, tmp_path: Pa
 
 
 def test_grpo_with_a_scripted_judge_over_the_loopback_server(
-    model_dir: Path, tmp_path: Path, openai_server: Any
+    model_dir: Path, tmp_path: Path, openai_server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     openai_server.script(json.dumps({"reason": "plausible", "score": 7}))
+    closed: list[tuple[str, bool]] = []  # (the thread it ran in, whether the judge had a client to close)
+    close = JudgeReward.aclose
+
+    async def recorded_close(judge: JudgeReward) -> None:
+        closed.append((threading.current_thread().name, judge._client is not None))
+        await close(judge)
+        assert judge._client is None
+
+    monkeypatch.setattr(JudgeReward, "aclose", recorded_close)
     data = rl_export(tmp_path / "rl")
     judge = {"kind": "judge", "weight": 0.5, "model": f"openai:mock-judge@{openai_server.base_url}"}
     logs = Logs()
@@ -137,6 +147,10 @@ def test_grpo_with_a_scripted_judge_over_the_loopback_server(
     requests = openai_server.requests
     assert len(requests) == 8
     assert all(any(q in json.dumps(r) for q in QUESTIONS) for r in requests)
+    # Training over, the judge's client was closed once, in the reward loop that made its calls (TRL's,
+    # which runs until exit): its connection pool is not left open for the rest of the process.
+    assert len(closed) == 1 and closed[0][1] is True
+    assert closed[0][0] != threading.main_thread().name
 
 
 def test_grpo_cli_reward_flags_and_missing_answers(model_dir: Path, tmp_path: Path) -> None:
