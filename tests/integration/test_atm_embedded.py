@@ -7,7 +7,6 @@ equals a direct transformers forward pass over the same rendered prompt.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from pathlib import Path
@@ -16,10 +15,9 @@ import pytest
 
 from graphs.atm.graph import generator_messages
 from roles.atm import Fabrication
-from synth.engine.session import RunRequest, run_session
-from synth.engine.store import RunStore
 from synth.models.base import ScoreRequest
 from synth.models.local import LocalChatCompletionClient
+from tests.integration.embedded_run import run_one_row
 from tests.models.test_local_backend import _direct_nll
 from tests.paths import DATA
 
@@ -32,22 +30,7 @@ def test_two_fabrications_scored_exactly_on_the_embedded_model(
     # fp32: a batched bf16 forward pass differs from a single one by ~0.5 %, enough to blur a ranking
     monkeypatch.setenv("SYNTH_LOCAL_DTYPE", "fp32")
     row = json.loads((DATA / "qa_passages.jsonl").open(encoding="utf-8").readline())
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text(json.dumps(row) + "\n")
-    request = RunRequest(
-        graph="atm",
-        input=seeds,
-        out=tmp_path / "run",
-        options={"n_fabrications": 2},
-        models={"default": "local:gemma-3-270m"},
-        concurrency=1,
-        timeout=600,
-        retries=0,
-    )
-    summary, folder = asyncio.run(run_session(request))
-    store = RunStore(folder)
-    [record] = list(store.iter_records())
-    store.close()
+    summary, record = run_one_row(tmp_path, "atm", row, {"n_fabrications": 2}, retries=0)
     assert record.status == "ok", record.error
     assert summary.counts["ok"] == 1
 

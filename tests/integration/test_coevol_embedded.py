@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 
 import pytest
 
 from roles.coevol import ROLES
-from synth.engine.session import RunRequest, run_session
-from synth.engine.store import RunStore
+from tests.integration.embedded_run import run_one_row
 
 pytestmark = pytest.mark.slow
 
 
 def test_one_coevol_row_on_the_embedded_model(tmp_path: Path) -> None:
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text(json.dumps({"instruction": "Name one primary colour.", "output": "Blue."}) + "\n")
-    request = RunRequest(
-        graph="coevol",
-        input=seeds,
-        out=tmp_path / "run",
-        options={"max_rounds": 1},
-        models={"default": "local:gemma-3-270m"},
-        concurrency=1,
-        timeout=600,
-    )
-    summary, folder = asyncio.run(run_session(request))
+    row = {"instruction": "Name one primary colour.", "output": "Blue."}
+    summary, record = run_one_row(tmp_path, "coevol", row, {"max_rounds": 1})
     assert summary.counts["ok"] == 1, summary
-    store = RunStore(folder)
-    (record,) = list(store.iter_records())
-    store.close()
     schemas = {role.name: role.output for role in ROLES}
     roles_seen = [step.role for step in record.steps]
     assert roles_seen[:6] == [

@@ -6,7 +6,6 @@ retrieval fan-out, the branch, the exports), not the quality.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -14,33 +13,16 @@ import pytest
 
 from graphs.smart import GRAPH
 from roles.smart import ROLES
-from synth.engine.session import RunRequest, run_session
-from synth.engine.store import RunStore
+from tests.integration.embedded_run import run_one_row
 from tests.paths import DATA
 
 
 @pytest.mark.slow
 def test_one_row_on_the_embedded_model(tmp_path: Path) -> None:
     row = json.loads((DATA / "qa_passages.jsonl").open(encoding="utf-8").readline())
-    seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text(
-        json.dumps({"id": row["id"], "question": row["question"], "answers": row["answers"]}) + "\n"
-    )
-    request = RunRequest(
-        graph="smart",
-        input=seeds,
-        out=tmp_path / "run",
-        options={"corpus": str(DATA / "corpus.jsonl"), "top_k": 2, "max_queries": 1},
-        models={"default": "local:gemma-3-270m"},
-        concurrency=1,
-        max_calls=8,
-        timeout=600,
-        retries=0,
-    )
-    summary, folder = asyncio.run(run_session(request))
-    store = RunStore(folder)
-    [record] = list(store.iter_records())
-    store.close()
+    seed = {"id": row["id"], "question": row["question"], "answers": row["answers"]}
+    options = {"corpus": str(DATA / "corpus.jsonl"), "top_k": 2, "max_queries": 1}
+    summary, record = run_one_row(tmp_path, "smart", seed, options, max_calls=8, retries=0)
     assert record.status == "ok", record.error
 
     outputs = {role.name: role.output for role in ROLES}
